@@ -1,0 +1,72 @@
+"""Metric registry: each metric is a plain function registered with its task kind and outputs.
+
+A metric function takes the task's inputs object (e.g. ``RetrievalInputs``, ``CaptionInputs``)
+plus keyword options and returns a ``MetricResult``: corpus values, per-sample arrays aligned
+with the inputs' sample order, and a skip reason when it cannot run here (e.g. no Java).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tasks.registry import Registry
+
+
+@dataclass
+class MetricResult:
+    corpus: dict[str, float] = field(default_factory=dict)
+    per_sample: dict[str, np.ndarray] = field(default_factory=dict)
+    skipped: str | None = None  # reason, when the metric could not be computed
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. warnings, confusion matrix
+
+    @classmethod
+    def skip(cls, reason: str) -> MetricResult:
+        return cls(skipped=reason)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    task: str
+    outputs: Mapping[str, bool]  # output metric key -> higher_is_better
+    fn: Callable[..., MetricResult]
+    description: str = ""
+
+    def __call__(self, inputs: Any, **options: Any) -> MetricResult:
+        return self.fn(inputs, **options)
+
+
+METRICS: Registry[MetricSpec] = Registry("metric")
+
+
+def register_metric(
+    name: str, *, task: str, outputs: Mapping[str, bool], description: str = ""
+) -> Callable[[Callable[..., MetricResult]], Callable[..., MetricResult]]:
+    """Decorator: ``@register_metric("bleu", task="captioning", outputs={"bleu_4": True})``."""
+
+    def wrap(fn: Callable[..., MetricResult]) -> Callable[..., MetricResult]:
+        doc = description or (fn.__doc__ or "").strip().split("\n")[0]
+        METRICS.register(name, MetricSpec(name, task, dict(outputs), fn, doc))
+        return fn
+
+    return wrap
+
+
+def metrics_for_task(task: str) -> list[MetricSpec]:
+    _import_builtin_metrics()
+    return [METRICS.get(n) for n in METRICS.names() if METRICS.get(n).task == task]
+
+
+def get_metric(name: str) -> MetricSpec:
+    _import_builtin_metrics()
+    return METRICS.get(name)
+
+
+def _import_builtin_metrics() -> None:
+    from tasks.registry_loader import import_submodules
+
+    import_submodules("tasks.metrics")
