@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
-class RegistryError(KeyError):
+class RegistryError(KeyError, ValueError):
     """Unknown or duplicate registry entry."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable

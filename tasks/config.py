@@ -1,0 +1,237 @@
+"""The evaluation config: one pydantic model that is the CLI input, the deployment parameters
+and the Prefect UI form. Choices are Literals/enums and every field has a description, because
+Prefect renders this model as the run form.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the field and the problem."""
+
+
+class TaskKind(str, Enum):
+    retrieval = "retrieval"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    kind: str = Field(
+        "dual_encoder",
+        description="Model adapter from the adapter registry (e.g. dual_encoder).",
+    )
+    path: str = Field(
+        ...,
+        description="Local model folder (save_pretrained layout) or a Hugging Face model id "
+        "already in the local cache (no downloads are attempted).",
+    )
+    revision: str | None = Field(None, description="Revision of a Hugging Face model id.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="Weights dtype; auto keeps the checkpoint's dtype (float32 on CPU)."
+    )
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
+    batch_size: int = Field(64, ge=1, le=65536, description="Inference batch size.")
+    amp: bool = Field(False, description="Run inference under torch.autocast (CUDA: float16).")
+    trust_remote_code: bool = Field(
+        False, description="Allow model code shipped with the checkpoint. Off unless you trust it."
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError("must be auto, cpu, mps, cuda or cuda:N")
+        return value
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        from tasks.models import ADAPTERS
+
+        if value not in ADAPTERS.names():
+            raise ValueError(f"unknown model kind {value!r}; known: {', '.join(ADAPTERS.names())}")
+        return value
+
+
+class ColumnMapping(_Strict):
+    id: str | None = Field("id", description="Column with a unique item id (row number if absent).")
+    image: str = Field("image", description="Column with the image path, relative to the root.")
+    captions: str = Field(
+        "captions", description="Column with the caption(s): a list, or one string per row."
+    )
+    label: str | None = Field("label", description="Optional class-label column.")
+
+
+class DatasetConfig(_Strict):
+    source: str = Field("manifest", description="Data source from the registry: manifest, hf.")
+    path: str = Field(..., description="Manifest file (CSV/JSONL/parquet) or dataset folder.")
+    root: str | None = Field(
+        None, description="Folder image paths are relative to (default: the manifest's folder). "
+        "Paths may not escape it."
+    )
+    split: str | None = Field(None, description="Split name (Hugging Face sources; or a column "
+                              "value filter on a 'split' column of a manifest).")
+    limit: int | None = Field(None, ge=1, description="Evaluate only the first N items.")
+    columns: ColumnMapping = Field(default_factory=ColumnMapping)
+    caption_separator: str | None = Field(
+        None, description="Split caption strings on this separator (CSV with several captions)."
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        from tasks.data import SOURCES
+
+        if value not in SOURCES.names():
+            raise ValueError(f"unknown data source {value!r}; known: {', '.join(SOURCES.names())}")
+        return value
+
+
+class InferenceConfig(_Strict):
+    cache: bool = Field(True, description="Reuse cached outputs with the same fingerprint.")
+    shard_size: int = Field(4096, ge=1, description="Items per inference shard (cache unit).")
+    num_workers: int = Field(2, ge=0, le=64, description="Threads decoding images ahead.")
+
+
+class ReviewConfig(_Strict):
+    strategy: Literal["worst_and_random", "worst", "random"] = Field(
+        "worst_and_random", description="How items are picked for human review."
+    )
+    size: int = Field(20, ge=0, description="Number of items to sample (0 disables review).")
+    seed: int = Field(0, description="Seed of the random part of the sample.")
+
+
+class ReportFormat(str, Enum):
+    json = "json"
+    html = "html"
+    parquet = "parquet"
+    csv = "csv"
+
+
+class ReportConfig(_Strict):
+    formats: list[ReportFormat] = Field(
+        default_factory=lambda: list(ReportFormat), description="Report files to write."
+    )
+    destination: str = Field(
+        "reports", description="Folder or s3://bucket/prefix; each run writes a subfolder."
+    )
+    examples: int = Field(8, ge=0, le=200, description="Example rows with thumbnails in HTML.")
+
+
+class TrackingConfig(_Strict):
+    experiment: str = Field("bifocal", description="MLflow experiment name.")
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default: sqlite:///mlflow.db in the working dir."
+    )
+    run_name: str | None = Field(None, description="MLflow run name (default: model@dataset).")
+
+
+class EvalConfig(_Strict):
+    task: TaskKind = Field(TaskKind.retrieval, description="What is evaluated.")
+    model: ModelConfig
+    dataset: DatasetConfig
+    metrics: list[str] = Field(
+        default_factory=list, description="Metric names from the registry; empty = all of the task."
+    )
+    metric_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Options per metric name, e.g. {retrieval: {ks: [1,5]}}."
+    )
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    work_dir: str = Field(".bifocal/work", description="Run folders and the inference cache.")
+    seed: int = Field(0, description="Global seed (sampling, generation).")
+
+    @model_validator(mode="after")
+    def _metrics_match_task(self) -> EvalConfig:
+        from tasks.metrics import get_metric
+
+        for name in self.metrics:
+            spec = get_metric(name)
+            if spec.task != self.task.value:
+                raise ValueError(
+                    f"metric {name!r} is for task {spec.task!r}, not {self.task.value!r}"
+                )
+        return self
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"model.batch_size=32"`` -> (["model", "batch_size"], 32); values are parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {key!r} is not a section")
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "config"
+        message = item["msg"].removeprefix("Value error, ")
+        got = "" if item["type"] == "missing" else f" (got {item.get('input')!r})"
+        lines.append(f"  {where}: {message}{got}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def build_config(data: dict[str, Any], overrides: list[str] | None = None) -> EvalConfig:
+    data = apply_overrides(copy.deepcopy(data), overrides or [])
+    try:
+        return EvalConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> EvalConfig:
+    """Read a YAML config and apply ``key.sub=value`` overrides."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config {path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    return build_config(data, overrides)
+
+
+def flatten(config: EvalConfig) -> dict[str, str]:
+    """Dotted key -> string value, for MLflow params."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, child in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), child)
+        else:
+            out[prefix] = value if isinstance(value, str) else yaml.safe_dump(
+                value, default_flow_style=True, width=10_000
+            ).strip().removesuffix("...").strip()
+
+    walk("", config.model_dump(mode="json"))
+    return out

@@ -1,0 +1,18 @@
+"""Data sources. Every module in this package registers its source on import."""
+
+from __future__ import annotations
+
+from tasks.config import DatasetConfig
+from tasks.data.base import SOURCES, DataError, Dataset, normalize, register_source, resolve_inside
+from tasks.registry_loader import import_submodules
+
+import_submodules("tasks.data")
+
+
+def load_dataset(config: DatasetConfig) -> Dataset:
+    """Read the configured source and normalise it into items plus recorded rejects."""
+    raw = SOURCES.get(config.source)(config)
+    return normalize(raw, config)
+
+
+__all__ = ["SOURCES", "DataError", "Dataset", "load_dataset", "register_source", "resolve_inside"]

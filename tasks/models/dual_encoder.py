@@ -1,0 +1,133 @@
+"""CLIP-style dual encoders through transformers ``AutoModel`` + ``AutoProcessor``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tasks.config import ModelConfig
+from tasks.data.base import open_image
+from tasks.models.base import (
+    ModelError,
+    autocast_context,
+    register_adapter,
+    resolve_device,
+    resolve_model_path,
+    torch_dtype,
+)
+from tasks.models.batching import chunks, prefetched
+
+
+@dataclass
+class ImageEmbeddings:
+    vectors: np.ndarray  # (n, d) float32; rows of failed images are NaN
+    failures: dict[int, str] = field(default_factory=dict)  # row -> reason
+
+
+def _features(output):
+    """transformers 5 returns a model output from get_*_features; older versions a tensor."""
+    return getattr(output, "pooler_output", output)
+
+
+@register_adapter("dual_encoder")
+class DualEncoderAdapter:
+    """Embeds images and texts into one space (CLIP, SigLIP, ... via get_*_features)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        import torch
+        from transformers import AutoModel, AutoProcessor
+
+        self.config = config
+        self.path = resolve_model_path(config)
+        self.device = resolve_device(config.device)
+        options = dict(trust_remote_code=config.trust_remote_code, local_files_only=True)
+        try:
+            self.processor = AutoProcessor.from_pretrained(self.path, **options)
+            self.model = AutoModel.from_pretrained(
+                self.path, dtype=torch_dtype(config.dtype), **options
+            )
+        except (OSError, ValueError) as error:
+            raise ModelError(f"cannot load dual encoder from {self.path}: {error}") from None
+        for method in ("get_image_features", "get_text_features"):
+            if not hasattr(self.model, method):
+                raise ModelError(f"{type(self.model).__name__} has no {method}: not a dual encoder")
+        self.model.to(self.device).eval()
+        self._torch = torch
+        self.max_text_length = _max_text_length(self.model, self.processor)
+
+    def _prepare_images(self, paths: Sequence[str]):
+        images, failures = [], {}
+        for index, path in enumerate(paths):
+            try:
+                images.append(open_image(path))
+            except (OSError, ValueError, SyntaxError) as error:
+                failures[index] = f"image decode failed: {error}"
+        pixels = self.processor(images=images, return_tensors="pt")["pixel_values"] if images \
+            else None
+        return pixels, failures
+
+    def encode_images(self, paths: Sequence[str], progress=None) -> ImageEmbeddings:
+        batches = chunks(list(paths), self.config.batch_size)
+        outputs: list[np.ndarray] = []
+        failures: dict[int, str] = {}
+        offset = 0
+        prepared = prefetched(batches, self._prepare_images, workers=2)
+        for batch, (pixels, batch_failures) in zip(batches, prepared, strict=True):
+            block = np.full((len(batch), 0), np.nan, dtype=np.float32)
+            if pixels is not None:
+                vectors = self._run("get_image_features", pixel_values=pixels)
+                ok = [i for i in range(len(batch)) if i not in batch_failures]
+                block = np.full((len(batch), vectors.shape[1]), np.nan, dtype=np.float32)
+                block[ok] = vectors
+            outputs.append(block)
+            failures.update({offset + i: r for i, r in batch_failures.items()})
+            offset += len(batch)
+            if progress is not None:
+                progress(len(batch))
+        return ImageEmbeddings(_stack(outputs), failures)
+
+    def encode_texts(self, texts: Sequence[str], progress=None) -> np.ndarray:
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        outputs = []
+        for batch in chunks(list(texts), self.config.batch_size):
+            tokens = tokenizer(list(batch), padding=True, truncation=True,
+                               max_length=self.max_text_length, return_tensors="pt")
+            outputs.append(self._run("get_text_features", **tokens))
+            if progress is not None:
+                progress(len(batch))
+        return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+
+    def count_truncated(self, texts: Sequence[str]) -> int:
+        """How many texts are longer than the model's context (they are truncated)."""
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        lengths = tokenizer(list(texts), truncation=False)["input_ids"]
+        return sum(len(ids) > self.max_text_length for ids in lengths)
+
+    def _run(self, method: str, **inputs) -> np.ndarray:
+        torch = self._torch
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        if "pixel_values" in inputs and self.model.dtype != torch.float32:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        with torch.inference_mode(), autocast_context(self.device, self.config.amp):
+            features = _features(getattr(self.model, method)(**inputs))
+        return features.float().cpu().numpy()
+
+
+def _max_text_length(model, processor) -> int:
+    config = getattr(model.config, "text_config", model.config)
+    limit = getattr(config, "max_position_embeddings", None)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    model_max = getattr(tokenizer, "model_max_length", None)
+    candidates = [v for v in (limit, model_max) if isinstance(v, int) and 0 < v < 1_000_000]
+    if not candidates:
+        raise ModelError("cannot determine the text encoder's maximum length")
+    return min(candidates)
+
+
+def _stack(blocks: list[np.ndarray]) -> np.ndarray:
+    width = max((b.shape[1] for b in blocks), default=0)
+    return np.concatenate(
+        [b if b.shape[1] == width else np.full((len(b), width), np.nan, np.float32) for b in blocks]
+    ) if blocks else np.zeros((0, 0), np.float32)

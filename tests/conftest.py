@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny models built from configs, small image datasets, one Prefect harness."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.settings import apply_defaults
+
+from tests.helpers import WORDS, write_dataset
+
+apply_defaults()
+
+@pytest.fixture
+def dataset_dir(tmp_path: Path) -> Path:
+    write_dataset(tmp_path / "ds")
+    return tmp_path / "ds"
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer CLIP saved like a user's checkpoint."""
+    import torch
+
+    from tasks.demo.train import ModelSpec, build_model
+    from tasks.demo.tokenizer import build_clip_tokenizer
+    from transformers import CLIPImageProcessorPil, CLIPProcessor
+
+    spec = ModelSpec(image_size=32, patch_size=8, vision_hidden=32, vision_layers=2,
+                     text_hidden=32, text_layers=2, heads=2, max_text_length=16,
+                     projection_dim=16)
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessorPil(size={"shortest_edge": 32},
+                                              crop_size={"height": 32, "width": 32}),
+        tokenizer=build_clip_tokenizer(WORDS, model_max_length=16),
+    )
+    torch.manual_seed(0)
+    model = build_model(spec, processor)
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server for the whole session (it takes ~15 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+

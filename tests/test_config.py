@@ -1,0 +1,72 @@
+from pathlib import Path
+
+import pytest
+
+from tasks.config import ConfigError, EvalConfig, build_config, flatten, load_config
+
+BASE = {"model": {"path": "models/clip"}, "dataset": {"path": "data/test.jsonl"}}
+
+
+def test_defaults_fill_everything_but_model_and_dataset_paths():
+    config = build_config(BASE)
+    assert config.task.value == "retrieval"
+    assert config.model.kind == "dual_encoder" and config.model.device == "auto"
+    assert config.dataset.source == "manifest"
+    assert config.tracking.tracking_uri is None
+
+
+def test_yaml_with_overrides_parses_values_as_yaml(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {path: m}\ndataset: {path: d.jsonl}\n")
+    config = load_config(path, ["model.batch_size=8", "review.size=0", "model.amp=true",
+                                "metric_options.retrieval.ks=[1, 2]"])
+    assert config.model.batch_size == 8 and config.review.size == 0 and config.model.amp is True
+    assert config.metric_options == {"retrieval": {"ks": [1, 2]}}
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.batch_size=0", "model.batch_size: Input should be greater than or equal to 1"),
+        ("model.device=gpu", "model.device: must be auto, cpu, mps, cuda or cuda:N"),
+        ("model.kind=nope", "model.kind: unknown model kind 'nope'"),
+        ("dataset.source=ftp", "dataset.source: unknown data source 'ftp'"),
+        ("model.dtype=int4", "model.dtype: Input should be 'auto', 'float32'"),
+        ("metrics=[no_such_metric]", "unknown metric 'no_such_metric'"),
+        ("model.typo=1", "model.typo: Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_values_name_the_field_and_problem(override, expected):
+    with pytest.raises(ConfigError) as error:
+        build_config(BASE, [override])
+    assert expected in str(error.value)
+
+
+def test_missing_required_field_is_named():
+    with pytest.raises(ConfigError, match="model.path: Field required"):
+        build_config({"model": {}, "dataset": {"path": "x"}})
+
+
+def test_bad_override_syntax_and_unreadable_file(tmp_path: Path):
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        build_config(BASE, ["no_equals_sign"])
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_flatten_gives_dotted_string_params():
+    flat = flatten(build_config(BASE, ["metrics=[retrieval]"]))
+    assert flat["model.path"] == "models/clip"
+    assert flat["model.batch_size"] == "64"
+    assert flat["metrics"] == "[retrieval]"
+    assert all(isinstance(v, str) for v in flat.values())
+
+
+def test_json_schema_has_descriptions_for_the_ui_form():
+    schema = EvalConfig.model_json_schema()
+    model = schema["$defs"]["ModelConfig"]["properties"]
+    assert model["dtype"]["enum"] == ["auto", "float32", "float16", "bfloat16"]
+    assert all("description" in field for field in model.values())
