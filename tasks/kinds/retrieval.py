@@ -36,7 +36,8 @@ def infer(dataset: DatasetRef, config: EvalConfig, cache_root: Path, progress=No
         nonlocal adapter
         adapter = adapter or load_adapter(config.model)
         texts = [caption for captions in shard["captions"] for caption in captions]
-        images = adapter.encode_images(list(shard["image_path"]), progress=progress)
+        images = adapter.encode_images(list(shard["image_path"]), progress=progress,
+                                       workers=config.inference.num_workers)
         text_vectors = adapter.encode_texts(texts, progress=progress)
         np.save(folder / "image_embeddings.npy", images.vectors)
         np.save(folder / "text_embeddings.npy", text_vectors)

@@ -68,12 +68,12 @@ class DualEncoderAdapter:
             else None
         return pixels, failures
 
-    def encode_images(self, paths: Sequence[str], progress=None) -> ImageEmbeddings:
+    def encode_images(self, paths: Sequence[str], progress=None, workers: int = 2) -> ImageEmbeddings:
         batches = chunks(list(paths), self.config.batch_size)
         outputs: list[np.ndarray] = []
         failures: dict[int, str] = {}
         offset = 0
-        prepared = prefetched(batches, self._prepare_images, workers=2)
+        prepared = prefetched(batches, self._prepare_images, workers=workers)
         for batch, (pixels, batch_failures) in zip(batches, prepared, strict=True):
             block = np.full((len(batch), 0), np.nan, dtype=np.float32)
             if pixels is not None:

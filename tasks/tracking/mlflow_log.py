@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,9 @@ def log_dataset(uri: str, run_id: str, items: pd.DataFrame, *, name: str, source
     for column in frame.columns:  # list cells do not fit MLflow's schema inference
         if frame[column].map(lambda v: isinstance(v, list | tuple)).any():
             frame[column] = frame[column].map(lambda v: " | ".join(map(str, v)))
-    dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest[:32])
+    with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways"
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest[:32])
     entity = DatasetInput(dataset._to_mlflow_entity(),
                           tags=[InputTag("mlflow.data.context", context)])
     client(uri).log_inputs(run_id, datasets=[entity])

@@ -1,0 +1,454 @@
+"""Pure-Python re-implementation of coco-caption's tokenisation (pycocoevalcap ``PTBTokenizer``).
+
+pycocoevalcap joins all captions with newlines (replacing newlines inside a caption by spaces),
+runs Stanford CoreNLP 3.4.1's ``edu.stanford.nlp.process.PTBTokenizer -preserveLines -lowerCase``
+over that text, and removes the tokens in ``PUNCTUATIONS`` from every output line. This module
+reproduces that output without Java:
+
+* a JFlex-like longest-match lexer (ties go to the earlier rule, trailing contexts count towards
+  the match length) whose rules re-create the PTBLexer of CoreNLP 3.4.1 with its default
+  ``ptb3Escaping`` normalisations: ``(`` -> ``-LRB-``, ``[`` -> ``-LSB-``, ``{`` -> ``-LCB-``,
+  LaTeX quotes, ``...`` for ellipses, ``--`` for dashes, ``&amp;`` -> ``&``, currency symbols
+  (``£`` -> ``#``, ``€`` -> ``$``, ``¢`` -> ``cents``), composed fractions (``½`` -> ``1/2``);
+  contractions are split (``do n't``, ``it 's``, ``gon na``, ``can not``); abbreviations,
+  acronyms, numbers (``1,000``, ``3.5``, ``12:30``, ``1/2``, ``5 7/8`` as one token with a
+  no-break space), hyphenated words, URLs, e-mail addresses, SGML tags and emoticons are kept
+  together as the Java lexer does;
+* tokens are then lower-cased (Java ``toLowerCase(Locale.ENGLISH)`` ~ ``str.lower``), which is
+  why ``-LRB-`` comes out as ``-lrb-`` and is *not* removed by coco's (upper-case) punctuation
+  list, exactly as in pycocoevalcap;
+* the lexer runs over the whole newline-joined stream, so a caption's last token can depend on
+  the next caption (e.g. ``"plan A."`` followed by a caption starting ``"The ..."`` gives
+  ``plan a``, otherwise ``plan a.``), as in pycocoevalcap. ``tokenize`` takes the same ordered
+  list of captions pycocoevalcap would write, so this is reproduced as well.
+
+Speed: most captions take a fast path that looks every whitespace-separated chunk up in a cache
+of already-lexed chunks; captions where a token or a lexer context may cross whitespace (SGML
+tags, ``5 7/8``, phone numbers, spaced dots, ``A. The``, ``no. 5``...) and the last caption of
+the stream (end-of-file contexts) go through the full lexer.
+
+Known differences from pycocoevalcap (all exotic for captions):
+
+* Carriage returns, vertical tabs, form feeds and U+2028/U+2029 inside a caption are treated as
+  spaces. The Java tokenizer turns them into extra output lines, which makes pycocoevalcap pair
+  every later caption of the corpus with the wrong tokens (a bug we do not reproduce).
+* Character classes use the Unicode database of the running Python (CoreNLP 3.4.1 used the JDK
+  of 2014); characters added to Unicode since then may be classified differently, and Java and
+  Python lower-case a few characters (final sigma contexts, rare title-case letters) differently.
+* Characters outside the Basic Multilingual Plane (emoji) are deleted, as in Java, but when one
+  sits inside a URL or e-mail address Java may keep it; we keep it there too, best effort.
+* The rarely triggered PTBLexer rules were re-created from the CoreNLP sources and black-box
+  tests against the 3.4.1 jar; inputs mixing SGML tags, phone numbers, URLs or e-mail addresses
+  with unusual punctuation may still be split differently.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import unicodedata
+from collections.abc import Callable, Sequence
+from functools import cache
+
+# Tokens pycocoevalcap removes after tokenisation (pycocoevalcap/tokenizer/ptbtokenizer.py).
+PUNCTUATIONS = frozenset(
+    ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-",
+     "--", "...", ";"]
+)
+
+# --------------------------------------------------------------------------------------------
+# Character classes (bodies of [...] sets)
+# --------------------------------------------------------------------------------------------
+
+
+def _class_from(predicate: Callable[[str], bool]) -> str:
+    """A regex character-class body with every BMP character for which ``predicate`` holds."""
+    parts: list[str] = []
+    start = None
+    for code in range(0x10000 + 1):
+        inside = code < 0x10000 and not 0xD800 <= code < 0xE000 and predicate(chr(code))
+        if inside and start is None:
+            start = code
+        elif not inside and start is not None:
+            end = code - 1
+            parts.append(re.escape(chr(start)) if start == end else
+                         f"{re.escape(chr(start))}-{re.escape(chr(end))}")
+            start = None
+    return "".join(parts)
+
+
+@cache
+def _unicode_classes() -> tuple[str, str, str]:
+    letters = _class_from(lambda ch: unicodedata.category(ch).startswith("L"))
+    digits = _class_from(lambda ch: unicodedata.category(ch) == "Nd")
+    upper = _class_from(lambda ch: unicodedata.category(ch) == "Lu")
+    return letters, digits, upper
+
+
+# --------------------------------------------------------------------------------------------
+# Token normalisations (the lexer's actions)
+# --------------------------------------------------------------------------------------------
+
+_LEFT_SINGLE = re.compile("[\u0091\u2018\u201b\u2039]")
+_RIGHT_SINGLE = re.compile("[\u0092\u2019\u203a]")
+_LEFT_DOUBLE = re.compile("[\u0093\u201c\u00ab]")
+_RIGHT_DOUBLE = re.compile("[\u0094\u201d\u00bb]")
+_AMP = re.compile("&amp;", re.IGNORECASE)
+_FRACTIONS = {"\u00bc": "1/4", "\u00bd": "1/2", "\u00be": "3/4", "\u2153": "1/3", "\u2154": "2/3"}
+_CURRENCY = {"\u00a2": "cents", "\u00a3": "#", "\u0080": "$", "\u00a4": "$", "\u20a0": "$",
+             "\u20ac": "$"}
+
+
+def _latex_quotes(text: str, probably_left: bool) -> str:
+    if probably_left:
+        text = text.replace("&apos;", "`").replace("'", "`")
+        text = text.replace('"', "``").replace("&quot;", "``")
+    else:
+        text = text.replace("&apos;", "'")
+        text = text.replace('"', "''").replace("&quot;", "''")
+    text = _LEFT_SINGLE.sub("`", text)
+    text = _RIGHT_SINGLE.sub("'", text)
+    text = _LEFT_DOUBLE.sub("``", text)
+    return _RIGHT_DOUBLE.sub("''", text)
+
+
+def _soft_hyphens(text: str) -> str:
+    text = text.replace("\u00ad", "")
+    return text or "-"
+
+
+def _parens(text: str) -> str:
+    return text.replace("(", "-LRB-").replace(")", "-RRB-")
+
+
+_ACTIONS: dict[str, Callable[[str], str]] = {
+    "keep": lambda t: t,
+    "word": _soft_hyphens,
+    "left_quote": lambda t: _latex_quotes(t, True),
+    "right_quote": lambda t: _latex_quotes(t, False),
+    "mdash": lambda t: "--",
+    "hyphens": lambda t: "--" if 3 <= len(t) <= 4 else t,
+    "amp": lambda t: _AMP.sub("&", t),
+    "nbsp": lambda t: t.replace(" ", "\u00a0"),
+    "phone": lambda t: _parens(t.replace(" ", "\u00a0")),
+    "smiley": _parens,
+    "fraction": lambda t: _FRACTIONS.get(t, t),
+    "currency": lambda t: _CURRENCY.get(t, t),
+    "ellipsis": lambda t: "...",
+    "lt": lambda t: "<",
+    "gt": lambda t: ">",
+    "lrb": lambda t: "-LRB-",
+    "rrb": lambda t: "-RRB-",
+    "lsb": lambda t: "-LSB-",
+    "rsb": lambda t: "-RSB-",
+    "lcb": lambda t: "-LCB-",
+    "rcb": lambda t: "-RCB-",
+}
+# Actions that give back characters to the input (JFlex ``yypushback``); see ``_Lexer.lex``.
+_PUSHBACK = {"assim3": 3, "assim2": 2, "abbrev1": 1, "acronym": 1}
+_SKIP = ("skip", "untokenizable")
+
+
+# --------------------------------------------------------------------------------------------
+# The rules, in JFlex priority order
+# --------------------------------------------------------------------------------------------
+
+# Capitalised words after which "X." / "U.S." is taken to end a sentence (first letter
+# case-sensitive, the rest caseless, as ``[T]he`` in the JFlex source).
+_ACRONYM_NEXT_WORDS = (
+    "About According Additionally After An A As At But Earlier He Her Here However If In It Last "
+    "Many More Mr. Ms. Now Once One Other Our She Since So Some Such That The Their Then There "
+    "These They This We When While What Yet You"
+).split()
+
+
+def _ci(alternatives: str) -> str:
+    """JFlex ``%caseless`` for literal strings (ASCII case folding only, not for classes)."""
+    return f"(?ai:{alternatives})"
+
+
+def _acronym_next_words() -> str:
+    words = sorted(_ACRONYM_NEXT_WORDS, key=len, reverse=True)
+    return "|".join(w[0] + (_ci(re.escape(w[1:])) if len(w) > 1 else "") for w in words)
+
+
+def _rules() -> list[tuple[str, str | tuple[str, ...], str | None, str]]:
+    """(name, head regex, trailing-context regex or None, action) in JFlex rule order."""
+    letters, digits, uppercase = _unicode_classes()
+    upper = f"[{uppercase}]"
+    letter_extra = (
+        "\u00ad\u0237-\u024f\u02c2-\u02c5\u02d2-\u02df\u02e5-\u02ff\u0300-\u036f\u0370-\u037d"
+        "\u0384\u0385\u03cf\u03f6\u03fc-\u03ff\u0483-\u0487\u04cf\u04f6-\u04ff\u0510-\u0525"
+        "\u055a-\u055f\u0591-\u05bd\u05bf\u05c1\u05c2\u05c4\u05c5\u05c7\u0615-\u061a\u063b-\u063f"
+        "\u064b-\u065e\u0670\u06d6-\u06ef\u06fa-\u06ff\u070f\u0711\u0730-\u074f\u0750-\u077f"
+        "\u07a6-\u07b1\u07ca-\u07f5\u07fa\u0900-\u0903\u093c\u093e-\u094e\u0951-\u0955\u0962-\u0963"
+        "\u0981-\u0983\u09bc-\u09c4\u09c7\u09c8\u09cb-\u09cd\u09d7\u09e2\u09e3\u0a01-\u0a03\u0a3c"
+        "\u0a3e-\u0a4f\u0a81-\u0a83\u0abc-\u0acf\u0b82\u0bbe-\u0bc2\u0bc6-\u0bc8\u0bca-\u0bcd"
+        "\u0c01-\u0c03\u0c3e-\u0c56\u0d3e-\u0d44\u0d46-\u0d48\u0e30-\u0e3a\u0e47-\u0e4e"
+        "\u0eb1-\u0ebc\u0ec8-\u0ecd"
+    )
+    L = f"[{letters}]"  # JFlex [:letter:]
+    D = f"[{digits}\u07c0-\u07c9]"  # {DIGIT}
+    LD = f"[{letters}{digits}]"  # [:letter:]|[:digit:]
+    splet = "&[aeiouAEIOU]" + _ci("acute|grave|uml") + ";"
+    letter = f"(?:[{letters}{letter_extra}]|{splet})"
+    word = f"{letter}(?:{letter}|{D})*(?:[.!?]{letter}(?:{letter}|{D})*)*"
+    space = "[ \t\u00a0\u2000-\u200a\u3000]"
+    newline = "(?:\r\n|[\r\n\u2028\u2029\u000b\u000c\u0085])"
+    spacenl = f"(?:{space}|{newline})"
+    name = r"[A-Za-z][A-Za-z0-9_:.\-]*"
+    sgml = (rf"<(?:[!?][A-Za-z\-][^>\r\n]*|{name}(?:[ ]+(?:{name}[ ]*=[ ]*(?:'[^'\r\n]*'|"
+            rf"\"[^\"\r\n]*\"|{name})|{name}))*[ ]*\/?|\/{name})[ ]*>")
+    apos = "(?:['\u0092\u2019]|&apos;)"
+    aposetc = f"(?:{apos}|[`\u0091\u2018\u201b])"
+    num = f"(?:{D}*(?:[.:,\u00ad\u066b\u066c]{D}+)+|{D}+)"
+    acro = ("(?:[A-Za-z](?:\\.[A-Za-z])+|" + _ci("canada|sino|korean|eu|japan|non")
+            + "-" + _ci("u\\.s") + "|" + _ci("u\\.s\\.-") + _ci("u\\.k|u\\.s\\.s\\.r") + ")")
+    hyphen = "[-_\u058a\u2010\u2011]"
+    thing_part = f"(?:[dDoOlL]{aposetc}{LD})?{LD}+"
+    thing = f"{thing_part}(?:{hyphen}{thing_part})*"
+    thing3 = r"[A-Za-z0-9]+(?:-[A-Za-z]+){0,2}(?:\\?\/[A-Za-z0-9]+(?:-[A-Za-z]+){0,2}){1,2}"
+    hthing = (f"[A-Za-z0-9][A-Za-z0-9.,\u00ad]*(?:-(?:{acro}\\.|[A-Za-z0-9\u00ad]+))+")
+    thinga = "[A-Z]+(?:(?:[+&]|&amp;)[A-Z]+)+"
+    redaux = f"{apos}(?:[msdMSD]|{_ci('re|ve|ll')})"
+    sword = "[A-Za-z\u00ad]*[A-MO-Za-mo-z]\u00ad*"
+    sredaux = f"{_ci('n')}{aposetc}{_ci('t')}"
+    insentp = "[,;:\u3001]"
+    ab_month = "jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec"
+    ab_days = "mon|tue|tues|wed|thu|thurs|fri"
+    ab_state = (_ci("ala|ariz") + "|[A]z|[A]rk|" + _ci("calif|colo|conn|ct|dak") + "|[D]el|"
+                + _ci("fla|ga") + "|[I]ll|" + _ci("ind|kans?|ky") + "|[L]a|[M]ass|"
+                + _ci("md|mich|minn") + "|[M]iss|" + _ci("mo|mont|neb|nev|okla") + "|[O]re|[P]a|"
+                + _ci("penn|tenn") + "|[T]ex|" + _ci("va|vt") + "|[W]ash|" + _ci("wisc?|wyo"))
+    ab_comp = _ci("inc|cos?|corp") + "|" + _ci("p") + "p?" + _ci("t") + "[ye]s?|" + _ci(
+        "ltd|plc|rt|bancorp|dept|bhd|assn|univ|intl|sys")
+    ab_num = _ci("tel|est|ext|sq")
+    ab_ptit = _ci("jr|sr|bros|(?:ed|ph)\\.d|blvd|rd|esq")
+    abbrev1 = (f"(?:{_ci(ab_month)}|{_ci(ab_days)}|{ab_state}|{ab_comp}|{ab_num}|{ab_ptit}|"
+               + _ci("etc|al|seq|bldg") + ")\\.")
+    ab_title = _ci(
+        "mr|mrs|ms|mx|drs?|profs?|sens?|reps?|attys?|lt|col|gen|messrs|govs?|adm|rev|maj|sgt|"
+        "cpl|pvt|capt|ste?|ave|pres|lieut|hon|brig|co?mdr|pfc|spc|supts?|det|mt|ft|adj|adv|asst|"
+        "assoc|ens|insp|mlle|mme|msgr|sfc") + "|[M]iss"
+    ab_comp2 = _ci("invt|elec|natl") + "|" + _ci("m") + "[ft]" + _ci("g")
+    abbrev4 = (f"(?:{acro}|{ab_title}|" + _ci("vs|alex|wm|jos|cie|a\\.k\\.a|cf|treas|ph")
+               + f"|{ab_comp2}|[A-Za-z])")
+    abbrev3 = _ci("ca|figs?|prop|nos?|art|bldg|pp|op") + "\\."
+    acronym = f"(?:[A-Za-z](?:\\.[A-Za-z])*|{acro})\\."
+    phone = (r"(?:\([0-9]{2,3}\)[ \u00a0]?|(?:\+\+?)?(?:[0-9]{2,4}[\- \u00a0])?[0-9]{2,4}"
+             r"[\- \u00a0])[0-9]{3,4}[\- \u00a0]?[0-9]{3,5}|(?:(?:\+\+?)?[0-9]{2,4}\.)?"
+             r"[0-9]{2,4}\.[0-9]{3,4}\.[0-9]{3,5}")
+    filename_ext = _ci(
+        "bat|bmp|bz2|c|class|cgi|cpp|dll|doc|docx|exe|gif|gz|h|htm|html|jar|java|jpeg|jpg|mov|"
+        "mp3|pdf|php|pl|png|ppt|ps|py|sql|tar|txt|wav|x|xml|zip")
+    filename = f"{LD}+(?:\\.{LD}+)*\\.{filename_ext}"
+    quotes_set = "[`\u2018\u2019\u201a\u201b\u201c\u201d\u0091\u0092\u0093\u0094\u201e\u201f\u2039\u203a\u00ab\u00bb]"
+    misc_symbol = (
+        "[+%&~^|\\\\\u00a6\u00a7\u00a8\u00a9\u00ac\u00ae\u00af\u00b0-\u00b3\u00b4-\u00ba\u00d7"
+        "\u00f7\u0387\u05be\u05c0\u05c3\u05c6\u05f3\u05f4\u0600-\u0603\u0606-\u060a\u060c\u0614"
+        "\u061b\u061e\u066a\u066d\u0703-\u070d\u07f6\u07f7\u07f8\u0964\u0965\u0e4f\u1fbd\u2016"
+        "\u2017\u2020-\u2023\u2030-\u2038\u203b\u203e-\u2042\u2044\u207a-\u207f\u208a-\u208e"
+        "\u2100-\u214f\u2190-\u21ff\u2200-\u2bff\u3012\u30fb\uff01-\uff0f\uff1a-\uff20"
+        "\uff3b-\uff40\uff5b-\uff65]"
+    )
+    fulluri_body = r"[^ \t\n\f\r\"<>|()]"
+    fulluri_end = r"[^ \t\n\f\r\"<>|.!?(){},\-]"
+    likelyurl = (
+        r"(?:(?:www\.(?:[^ \t\n\f\r\"<>|.!?(){},]+\.)+[a-zA-Z]{2,4})|(?:(?:[^ \t\n\f\r\"`'<>|.!?(){},-_$]+\.)+"
+        + _ci("com|net|org|edu") + r"))(?:\/[^ \t\n\f\r\"<>|()]+[^ \t\n\f\r\"<>|.!?(){},\-])?"
+    )
+    email = ("(?:" + _ci("&lt;") + r"|<)?[a-zA-Z0-9][^ \t\n\f\r\"<>|()\u00a0]*@"
+             r"(?:[^ \t\n\f\r\"<>|().\u00a0]+\.)*[^ \t\n\f\r\"<>|().\u00a0]+"
+             "(?:" + _ci("&gt;") + "|>)?")
+
+    return [
+        ("prog_langs", _ci("c\\+\\+|[cf]#"), None, "keep"),
+        ("assim3", _ci("cannot|'twas"), None, "assim3"),
+        ("assim2", f"{apos}{_ci('tis')}|" + _ci("gonna|gotta|lemme|gimme|wanna"), None, "assim2"),
+        ("sgml", sgml, None, "nbsp"),
+        ("spmdash", "&" + _ci("md|mdash|ndash") + ";|[\u0096\u0097\u2013\u2014\u2015]", None,
+         "mdash"),
+        ("spamp", _ci("&amp;"), None, "amp"),
+        ("sppunc", "&" + _ci("ht|tl|ur|lr|qc|ql|qr|odq|cdq|#[0-9]+") + ";", None, "keep"),
+        ("word_redaux", word, redaux, "word"),
+        ("sword_sredaux", sword, sredaux, "word"),
+        ("word", word, None, "word"),
+        ("apoword_n", f"{apos}{_ci('n')}{apos}?", None, "keep"),
+        ("apoword_l", f"[lLdDjJ]{apos}", None, "keep"),
+        ("apoword_in", _ci("dunkin|somethin|ol") + apos, None, "keep"),
+        ("apoword_em", apos + _ci("em"), None, "keep"),
+        ("apoword_cap", f"[A-HJ-XZn]{aposetc}{L}{{2}}{L}*", None, "keep"),
+        ("apoword_0s", f"{apos}[2-9]0{_ci('s')}", None, "keep"),
+        ("apoword_till", apos + _ci("till?"), None, "keep"),
+        ("apoword_vowel", f"{L}+[aeiouyAEIOUY]{aposetc}[aeiouA-Z]{L}*", None, "keep"),
+        ("apoword_cause", apos + _ci("cause"), None, "keep"),
+        ("apoword_words", _ci("cont'd\\.?|nor'easter|c'mon|e'er|s'mores|ev'ry|li'l|nat'l"), None,
+         "keep"),
+        ("apoword2", _ci("y") + apos, L, "keep"),
+        ("fullurl", _ci("https?") + f":\\/\\/{fulluri_body}+{fulluri_end}", None, "keep"),
+        ("likelyurl", likelyurl, None, "keep"),
+        ("email", email, None, "keep"),
+        ("twitter", f"@[a-zA-Z_][a-zA-Z_0-9]*|#{word}", None, "keep"),
+        ("redaux_ctx", redaux, "[^A-Za-z]", "right_quote"),
+        ("sredaux", sredaux, None, "right_quote"),
+        ("date", f"{D}{{1,2}}[\\-\\/]{D}{{1,2}}[\\-\\/]{D}{{2,4}}", None, "keep"),
+        ("number", f"[\\-+]?{num}", None, "word"),
+        ("subsupnum", "[\u207a\u207b\u208a\u208b]?(?:[\u2070\u00b9\u00b2\u00b3\u2074-\u2079]+|"
+         "[\u2080-\u2089]+)", None, "keep"),
+        ("frac", f"(?:{D}{{1,4}}[- \u00a0])?{D}{{1,4}}(?:\\\\?\\/|\u2044){D}{{1,4}}", None, "nbsp"),
+        ("frac2", "[\u00bc\u00bd\u00be\u2153-\u215e]", None, "fraction"),
+        ("tbspec", "-(?:" + _ci("rrb|lrb|rcb|lcb|rsb|lsb") + ")-|" + _ci("c\\.d\\.s|pro-|anti-")
+         + "|" + _ci("s(?:&|&amp;)p-500|s(?:&|&amp;)ls") + "|" + _ci("cap") + apos + _ci("n")
+         + "|" + _ci("c") + apos + _ci("est"), None, "amp"),
+        ("thing3", thing3, None, "keep"),
+        ("dolsign", r"[A-Z]*\$|#", None, "keep"),
+        ("dolsign2", "[\u00a2\u00a3\u00a4\u00a5\u0080\u20a0\u20ac\u060b\u0e3f\u20a4\uffe0\uffe1"
+         "\uffe5\uffe6]", None, "currency"),
+        ("acronym", acronym,
+         f"{spacenl}+(?:(?:{_acronym_next_words()}){spacenl}|{sgml})", "acronym"),
+        ("abbrev3", abbrev3, f"{spacenl}?{D}", "keep"),
+        ("pty", "(?:" + _ci("pt") + "[eyEY]|" + _ci("co") + ")\\.", f"{space}{_ci('ltd|lim')}",
+         "keep"),
+        ("abbrev1_end", abbrev1,
+         f"{spacenl}(?:{spacenl}|{upper}|{sgml})", "abbrev1"),
+        ("abbrev1", abbrev1, None, "keep"),
+        ("abbrev2", f"{abbrev4}\\.", None, "keep"),
+        ("abbrev4", abbrev4, space, "keep"),
+        ("acro", f"[A-Za-z](?:\\.[A-Za-z])+|{acro}", spacenl, "keep"),
+        ("tbspec2", f"{apos}[0-9][0-9]", spacenl, "keep"),
+        ("filename", filename, f"(?:{spacenl}|[.?!,\"'<])", "keep"),
+        ("word_dot", f"{word}\\.", insentp, "word"),
+        ("phone", phone, None, "phone"),
+        ("dblquote_left", '"|&quot;', "[A-Za-z0-9$]", "left_quote"),
+        ("dblquote", '"|&quot;', None, "right_quote"),
+        ("del", "\u007f", None, "skip"),
+        ("lt", "<|&lt;", None, "lt"),
+        ("gt", ">|&gt;", None, "gt"),
+        ("smiley", r"[<>]?[:;=][\-o\*']?[\(\)DPdpO\\{@\|\[\]]", "[^A-Za-z0-9]", "smiley"),
+        ("asiansmiley", r"[\^x=~<>]\.\[\^x=~<>]|[\-\^x=~<>']_[\-\^x=~<>']|"
+         r"\([\-\^x=~<>'][_.]?[\-\^x=~<>']\)|\([\^x=~<>']-[\^x=~<>'`]\)", None, "smiley"),
+        ("lcb", r"\{", None, "lcb"),
+        ("rcb", r"\}", None, "rcb"),
+        ("lsb", r"\[", None, "lsb"),
+        ("rsb", r"\]", None, "rsb"),
+        ("lrb", r"\(", None, "lrb"),
+        ("rrb", r"\)", None, "rrb"),
+        ("hyphens", "-+", None, "hyphens"),
+        ("ldots", "\\.{3,5}|(?:\\.[ \u00a0]){2,4}\\.|[\u0085\u2026]", None, "ellipsis"),
+        ("fnmarks", "@+|#+|_+", None, "keep"),
+        ("asts", r"\*+|(?:\\\*){1,3}", None, "keep"),
+        ("insentp", insentp, None, "keep"),
+        ("bang", "[?!]+", None, "keep"),
+        ("period", "[.\u00a1\u00bf\u037e\u0589\u061f\u06d4\u0700-\u0702\u07fa\u3002]", None, "keep"),
+        ("equals", "=", None, "keep"),
+        ("slash", r"\/", None, "keep"),
+        ("hthing_dot", f"{hthing}\\.", insentp, "word"),
+        ("hthing", hthing, None, "word"),
+        ("thing_dot", f"{thing}\\.", insentp, "keep"),
+        ("thing", thing, None, "keep"),
+        ("thinga_dot", f"{thinga}\\.", insentp, "amp"),
+        ("thinga", thinga, None, "amp"),
+        ("quote_left", "'", "[A-Za-z][^ \t\n\r\u00a0]", "left_quote"),
+        ("redaux", redaux, None, "right_quote"),
+        ("quotes", (apos, "''", f"{quotes_set}{{1,2}}"), None, "right_quote"),
+        ("fakeduckfeet", "<<|>>", None, "keep"),
+        ("miscsymbol", misc_symbol, None, "keep"),
+        ("space", f"\u0000|{space}+|[\u200b\u200e\u200f\ufeff]", None, "skip"),
+        ("newline", newline, None, "newline"),
+        ("nbsp", _ci("&nbsp;"), None, "skip"),
+        ("untokenizable", "(?s:.)", None, "untokenizable"),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# The lexer
+# --------------------------------------------------------------------------------------------
+
+
+class _Lexer:
+    """Longest match over all rules at once: one regex made of one optional lookahead per rule.
+
+    Each rule ``i`` captures its whole match (head plus trailing context) in group ``2i+1`` and
+    its head in group ``2i+2``, so a single ``match`` call yields every rule's match length.
+    """
+
+    def __init__(self) -> None:
+        parts = []
+        self._actions: list[str] = []
+        self._names: list[str] = []
+        # A rule whose head is a tuple of alternatives becomes one lookahead per alternative (same
+        # action, consecutive priority): Python's ``re`` takes the first alternative that
+        # matches, JFlex the longest.
+        for name, heads, tail, action in _rules():
+            for head in (heads,) if isinstance(heads, str) else heads:
+                parts.append(f"(?:(?=(({head}){tail or ''}))|)")
+                self._actions.append(action)
+                self._names.append(name)
+        self._pattern = re.compile("".join(parts))
+
+    def lex(self, text: str, stop: int, trace: bool = False) -> list[str]:
+        """Raw tokens of ``text[:stop]``; the rest of ``text`` is only right context."""
+        tokens: list[str] = []
+        pos = 0
+        match = self._pattern.match
+        actions = self._actions
+        while pos < stop:
+            regs = match(text, pos).regs
+            best, best_len = 0, -1
+            for rule in range(len(actions)):
+                start, end = regs[2 * rule + 1]
+                if start >= 0 and end - start > best_len:
+                    best, best_len = rule, end - start
+            head_start, head_end = regs[2 * best + 2]
+            token = text[head_start:head_end]
+            action = actions[best]
+            if trace:
+                print(f"{self._names[best]:>16} {token!r}", file=sys.stderr)
+            pos = head_end
+            if action in _SKIP or action == "newline":
+                continue
+            if action in _PUSHBACK:
+                pos -= _PUSHBACK[action]
+                if action.startswith("assim"):
+                    token = token[: -_PUSHBACK[action]]
+                elif action == "acronym" and len(token) == 2:
+                    token = token[0]
+                tokens.append(token)
+            else:
+                tokens.append(_ACTIONS[action](token))
+        return tokens
+
+
+@cache
+def _lexer() -> _Lexer:
+    return _Lexer()
+
+
+def raw_tokens(text: str, context: str | None = None) -> list[str]:
+    """PTBLexer tokens of one line (original case, punctuation kept), for debugging and tests.
+
+    ``context`` is the next line of the stream (``None``: end of file).
+    """
+    full = text if context is None else f"{text}\n{context}"
+    return _lexer().lex(_to_utf16(full), len(_to_utf16(text)))
+
+
+def _to_utf16(text: str) -> str:
+    """Spell astral characters as surrogate pairs: the Java lexer works on UTF-16 code units."""
+    if text.isascii() or all(ord(ch) < 0x10000 for ch in text):
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if code < 0x10000:
+            out.append(ch)
+        else:
+            code -= 0x10000
+            out.append(chr(0xD800 + (code >> 10)) + chr(0xDC00 + (code & 0x3FF)))
+    return "".join(out)
+
+
+def _from_utf16(token: str) -> str:
+    if token.isascii():
+        return token
+    return token.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
