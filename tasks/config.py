@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import re
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +19,7 @@ class ConfigError(ValueError):
     """An invalid configuration; the message names the field and the problem."""
 
 
-class TaskKind(str, Enum):
+class TaskKind(StrEnum):
     retrieval = "retrieval"
 
 
@@ -113,7 +113,7 @@ class ReviewConfig(_Strict):
     seed: int = Field(0, description="Seed of the random part of the sample.")
 
 
-class ReportFormat(str, Enum):
+class ReportFormat(StrEnum):
     json = "json"
     html = "html"
     parquet = "parquet"

@@ -42,7 +42,9 @@ def run_inference(dataset: DatasetRef, config: EvalConfig, cache_root: Path) -> 
 
 
 @task(name="score", **STAGE)
-def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, run_dir: Path) -> Scores:
+def score(
+    dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, run_dir: Path
+) -> Scores:
     """Per-sample and corpus metrics from the cached model outputs."""
     spec = get_task_kind(config.task.value)
     return spec.score(dataset, inference, config, run_dir / "scores")

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from flows.settings import apply_defaults
-
 from tests.helpers import WORDS, write_dataset
 
 apply_defaults()
@@ -22,10 +21,10 @@ def dataset_dir(tmp_path: Path) -> Path:
 def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 2-layer CLIP saved like a user's checkpoint."""
     import torch
-
-    from tasks.demo.train import ModelSpec, build_model
-    from tasks.demo.tokenizer import build_clip_tokenizer
     from transformers import CLIPImageProcessorPil, CLIPProcessor
+
+    from tasks.demo.tokenizer import build_clip_tokenizer
+    from tasks.demo.train import ModelSpec, build_model
 
     spec = ModelSpec(image_size=32, patch_size=8, vision_hidden=32, vision_layers=2,
                      text_hidden=32, text_layers=2, heads=2, max_text_length=16,
@@ -51,3 +50,12 @@ def prefect_harness():
     with prefect_test_harness(server_startup_timeout=120):
         yield
 
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3-compatible server on loopback for the whole session."""
+    from tests.s3server import running_s3_server
+
+    with running_s3_server(tmp_path_factory.mktemp("s3")) as server:
+        yield server

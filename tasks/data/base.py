@@ -129,7 +129,8 @@ def normalize(raw: RawTable, config: DatasetConfig) -> Dataset:
         rows = rows.iloc[: config.limit]
     rows_in = len(rows) + len(raw.rejects)  # after grouping caption rows into items
     rejects = list(raw.rejects)
-    meta_cols = [c for c in rows.columns if c not in {cols.id, cols.image, cols.captions, cols.label}]
+    mapped = {cols.id, cols.image, cols.captions, cols.label}
+    meta_cols = [c for c in rows.columns if c not in mapped]
     paths, candidates = _resolve_paths(rows, raw.root, cols.image, rejects, cols.id)
     hashes = _check_images([p for _, p in candidates])
     hash_by_row = {row: result for (row, _), result in zip(candidates, hashes, strict=True)}

@@ -9,4 +9,6 @@ from tasks.metrics.base import (
     register_metric,
 )
 
-__all__ = ["METRICS", "MetricResult", "MetricSpec", "get_metric", "metrics_for_task", "register_metric"]
+__all__ = [
+    "METRICS", "MetricResult", "MetricSpec", "get_metric", "metrics_for_task", "register_metric",
+]

@@ -59,7 +59,9 @@ def _rows_per_block(columns: int) -> int:
     return max(1, BLOCK_BYTES // (4 * max(columns, 1)))
 
 
-def text_to_image_ranks(images: np.ndarray, texts: np.ndarray, text_to_image: np.ndarray) -> np.ndarray:
+def text_to_image_ranks(
+    images: np.ndarray, texts: np.ndarray, text_to_image: np.ndarray
+) -> np.ndarray:
     """1-based rank of each text's own image among all images (inputs already normalised)."""
     ranks = np.empty(len(texts), dtype=np.int64)
     columns = np.arange(len(images))
@@ -74,7 +76,9 @@ def text_to_image_ranks(images: np.ndarray, texts: np.ndarray, text_to_image: np
     return ranks
 
 
-def image_to_text_ranks(images: np.ndarray, texts: np.ndarray, text_to_image: np.ndarray) -> np.ndarray:
+def image_to_text_ranks(
+    images: np.ndarray, texts: np.ndarray, text_to_image: np.ndarray
+) -> np.ndarray:
     """1-based rank of each image's best-ranked caption among all texts; 0 if it has none."""
     ranks = np.zeros(len(images), dtype=np.int64)
     columns = np.arange(len(texts))
@@ -134,7 +138,9 @@ def _outputs(ks: tuple[int, ...]) -> dict[str, bool]:
 
 
 @register_metric("retrieval", task="retrieval", outputs=_outputs(DEFAULT_KS))
-def retrieval(inputs: RetrievalInputs, ks: list[int] | tuple[int, ...] = DEFAULT_KS) -> MetricResult:
+def retrieval(
+    inputs: RetrievalInputs, ks: list[int] | tuple[int, ...] = DEFAULT_KS
+) -> MetricResult:
     """Recall@k both ways, mean and median rank; per-sample ranks (i2t per image, t2i per text)."""
     ks = tuple(sorted({int(k) for k in ks}))
     if not ks or ks[0] < 1:

@@ -68,7 +68,9 @@ class DualEncoderAdapter:
             else None
         return pixels, failures
 
-    def encode_images(self, paths: Sequence[str], progress=None, workers: int = 2) -> ImageEmbeddings:
+    def encode_images(
+        self, paths: Sequence[str], progress=None, workers: int = 2
+    ) -> ImageEmbeddings:
         batches = chunks(list(paths), self.config.batch_size)
         outputs: list[np.ndarray] = []
         failures: dict[int, str] = {}

@@ -7,7 +7,6 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 

@@ -22,7 +22,8 @@ def s3_client():
     import boto3
     from botocore.config import Config
 
-    return boto3.client(
+    # A fresh session reads the current credentials (boto3's default session caches them).
+    return boto3.session.Session().client(
         "s3",
         endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),

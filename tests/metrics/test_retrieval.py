@@ -27,8 +27,10 @@ def reference(images, texts, owner, ks):
     positives[torch.arange(len(texts)), torch.from_numpy(owner)] = True
     out = {}
     for k in ks:
-        out[f"t2i_recall_at_{k}"] = clip_benchmark_recall(scores, positives, k).double().mean().item()
-        out[f"i2t_recall_at_{k}"] = clip_benchmark_recall(scores.T, positives.T, k).double().mean().item()
+        t2i = clip_benchmark_recall(scores, positives, k)
+        i2t = clip_benchmark_recall(scores.T, positives.T, k)
+        out[f"t2i_recall_at_{k}"] = t2i.double().mean().item()
+        out[f"i2t_recall_at_{k}"] = i2t.double().mean().item()
     return out
 
 

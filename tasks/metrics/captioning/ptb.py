@@ -257,8 +257,8 @@ def _rules() -> list[tuple[str, str | tuple[str, ...], str | None, str]]:
         r"(?:(?:www\.(?:[^ \t\n\f\r\"<>|.!?(){},]+\.)+[a-zA-Z]{2,4})|(?:(?:[^ \t\n\f\r\"`'<>|.!?(){},-_$]+\.)+"
         + _ci("com|net|org|edu") + r"))(?:\/[^ \t\n\f\r\"<>|()]+[^ \t\n\f\r\"<>|.!?(){},\-])?"
     )
-    email = ("(?:" + _ci("&lt;") + r"|<)?[a-zA-Z0-9][^ \t\n\f\r\"<>|()\u00a0]*@"
-             r"(?:[^ \t\n\f\r\"<>|().\u00a0]+\.)*[^ \t\n\f\r\"<>|().\u00a0]+"
+    email = ("(?:" + _ci("&lt;") + r"|<)?[a-zA-Z0-9][^ \t\n\f\r\"<>|(){}\u00a0]*@"
+             r"(?:[^ \t\n\f\r\"<>|(){}.\u00a0]+\.)*[^ \t\n\f\r\"<>|(){}.\u00a0]+"
              "(?:" + _ci("&gt;") + "|>)?")
 
     return [
@@ -288,7 +288,7 @@ def _rules() -> list[tuple[str, str | tuple[str, ...], str | None, str]]:
         ("fullurl", _ci("https?") + f":\\/\\/{fulluri_body}+{fulluri_end}", None, "keep"),
         ("likelyurl", likelyurl, None, "keep"),
         ("email", email, None, "keep"),
-        ("twitter", f"@[a-zA-Z_][a-zA-Z_0-9]*|#{word}", None, "keep"),
+        ("twitter", f"@[a-zA-Z_][a-zA-Z_0-9]*|#{letter}+", None, "keep"),
         ("redaux_ctx", redaux, "[^A-Za-z]", "right_quote"),
         ("sredaux", sredaux, None, "right_quote"),
         ("date", f"{D}{{1,2}}[\\-\\/]{D}{{1,2}}[\\-\\/]{D}{{2,4}}", None, "keep"),
@@ -452,3 +452,115 @@ def _from_utf16(token: str) -> str:
     if token.isascii():
         return token
     return token.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _is_cased(ch: str) -> bool:
+    return unicodedata.category(ch) in ("Lu", "Ll", "Lt")
+
+
+def _java_lower(token: str) -> str:
+    """``String.toLowerCase(Locale.ENGLISH)``: like ``str.lower`` except for capital sigma.
+
+    Java writes final sigma (``ς``) when a cased letter precedes the sigma and none follows it
+    within the same whitespace-delimited word; Python's context rules differ around digits and
+    punctuation, so sigma is handled here.
+    """
+    if "\u03a3" not in token:
+        return token.lower()
+    out = []
+    for i, ch in enumerate(token):
+        if ch != "\u03a3":
+            out.append(ch.lower())
+            continue
+        before = token[:i].rsplit(None, 1)[-1] if token[:i].strip() else ""
+        after = token[i + 1 :].split(None, 1)[0] if token[i + 1 :].strip() else ""
+        before = "" if token[:i][-1:].isspace() else before
+        after = "" if token[i + 1 : i + 2].isspace() else after
+        final = any(map(_is_cased, before)) and not any(map(_is_cased, after))
+        out.append("\u03c2" if final else "\u03c3")
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Stream tokenisation with a per-chunk fast path
+# --------------------------------------------------------------------------------------------
+
+# Line breaks of the Java lexer other than "\n" (which pycocoevalcap replaces by a space): Java
+# would start a new output line there; we use a space (see the module docstring).
+_LINE_BREAKS = re.compile("[\n\r\u000b\u000c\u2028\u2029]")
+
+# Anything that may make a token or a lexer context reach across whitespace inside a caption.
+# Such captions take the full lexer; the others are cut at spaces and tabs into chunks.
+_CROSS_CHUNK = re.compile(
+    # characters str.split() or the Java lexer treat as spaces, astral characters, SGML tags
+    "[\u000b\u000c\r\u001c-\u001f\u0085\u00a0\u1680\u2000-\u200f\u2028\u2029\u202f\u205f\u3000"
+    "\ufeff\U00010000-\U0010ffff<]"
+    r"|[\d)][ \t]+\d"  # "5 7/8", "(555) 555-1234", "555 555 5555"
+    r"|\.[ \t]+\."  # ". . ."
+    r"|(?<![A-Za-z0-9])[A-Za-z]\.[ \t]+[A-Z]"  # "plan A. The": "A" then "."
+    r"|\.[ \t]\d"  # "no. 5"
+    r"|\.[ \t](?ai:ltd|lim)"  # "PTY. Ltd"
+)
+# The same kind of dependency between the end of a caption and the start of the next one.
+_ENDS_LIKE_ACRONYM = re.compile(r"(?:(?<![A-Za-z0-9])[A-Za-z]\.[ \t]*|\.)\Z")
+_STARTS_CAPITAL_OR_DIGIT = re.compile(r"[ \t]*[A-Z<\d]")
+
+_CHUNK_CACHE_LIMIT = 1_000_000
+_chunk_cache: dict[str, list[str]] = {}  # chunk followed by a space
+_final_chunk_cache: dict[str, list[str]] = {}  # last chunk of a line, followed by a newline
+
+
+def _finish(tokens: list[str]) -> list[str]:
+    """Lower-case like Java and drop coco's punctuation tokens."""
+    lowered = (_java_lower(_from_utf16(token)) for token in tokens)
+    return [token for token in lowered if token not in PUNCTUATIONS]
+
+
+def _lex_chunk(chunk: str, final: bool) -> list[str]:
+    cache = _final_chunk_cache if final else _chunk_cache
+    tokens = cache.get(chunk)
+    if tokens is None:
+        if len(cache) >= _CHUNK_CACHE_LIMIT:
+            cache.clear()
+        tokens = _finish(_lexer().lex(chunk + ("\n" if final else " "), len(chunk)))
+        cache[chunk] = tokens
+    return tokens
+
+
+def _needs_full_lexer(text: str, next_text: str | None) -> bool:
+    if next_text is None or _CROSS_CHUNK.search(text):
+        return True
+    return bool(_ENDS_LIKE_ACRONYM.search(text) and _STARTS_CAPITAL_OR_DIGIT.match(next_text))
+
+
+def _tokenize_line(text: str, next_text: str | None) -> list[str]:
+    if not _needs_full_lexer(text, next_text):
+        chunks = text.split()
+        tokens: list[str] = []
+        for chunk in chunks[:-1]:
+            tokens.extend(_chunk_cache.get(chunk) or _lex_chunk(chunk, False))
+        if chunks:
+            tokens.extend(_lex_chunk(chunks[-1], True))
+        return tokens
+    stream = _to_utf16(text if next_text is None else f"{text}\n{next_text}")
+    return _finish(_lexer().lex(stream, len(_to_utf16(text))))
+
+
+def _clean(caption: str) -> str:
+    return _LINE_BREAKS.sub(" ", caption)
+
+
+def tokenize_to_lists(captions: Sequence[str]) -> list[list[str]]:
+    """Tokens of each caption, exactly as pycocoevalcap's PTBTokenizer would produce them.
+
+    ``captions`` is the stream pycocoevalcap writes (for references: every caption of image 1,
+    then of image 2, ...); a caption's last tokens may depend on the start of the next one.
+    """
+    texts = [_clean(caption) for caption in captions]
+    nexts: list[str | None] = [*texts[1:], None]
+    return [_tokenize_line(text, nxt) for text, nxt in zip(texts, nexts, strict=True)]
+
+
+def tokenize(captions: Sequence[str]) -> list[str]:
+    """Space-joined tokens of each caption, the strings pycocoevalcap's PTBTokenizer returns."""
+    return [" ".join(tokens) for tokens in tokenize_to_lists(captions)]

@@ -1,0 +1,33 @@
+# The two commands: `make demo` (set up + run the demo evaluation) and `make test`.
+# Both create/refresh the virtual environment in .venv through constraints.txt, which keeps
+# torch on the local CPU build.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.bifocal-installed
+
+.PHONY: setup demo test lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/bifocal demo
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/retrieval_scoring.py
+	$(BIN)/python benchmarks/flow_overhead.py
+
+clean:
+	rm -rf .bifocal reports mlflow.db mlartifacts

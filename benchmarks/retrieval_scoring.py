@@ -1,0 +1,147 @@
+"""Retrieval scoring: ``get_metric("retrieval")`` vs the CLIP_benchmark protocol (baseline).
+
+The baseline is an independent implementation of the algorithm LAION's CLIP_benchmark uses
+for zero-shot retrieval: the full ``texts x images`` score matrix and a boolean positive-pairs
+matrix are materialised, then for every batch of queries ``torch.topk`` -> ``one_hot`` over all
+candidates -> AND with the positives -> sum -> ``> 0``. ``image_retrieval_recall@k`` (queries
+are texts) is our ``t2i_recall_at_k``; ``text_retrieval_recall@k`` (queries are images) is our
+``i2t_recall_at_k``.
+
+Run: ``.venv/bin/python benchmarks/retrieval_scoring.py [--images 5000 --captions 5 ...]``.
+Prints wall time, peak RSS above the pre-call level, the speed ratio (baseline / ours) and the
+largest absolute difference between the recall values of the two (expected: 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from _memory import MIB, Measured, measure
+
+from tasks.metrics import get_metric
+from tasks.metrics.retrieval import RetrievalInputs
+
+KS = (1, 5, 10)
+
+
+def make_embeddings(
+    images: int, captions: int, dim: int, noise: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random image vectors; each caption is its image's vector plus Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    image_vectors = rng.standard_normal((images, dim), dtype=np.float32)
+    owner = np.repeat(np.arange(images), captions)
+    noise_part = rng.standard_normal((len(owner), dim), dtype=np.float32) * np.float32(noise)
+    return image_vectors, image_vectors[owner] + noise_part, owner
+
+
+# --- baseline: the CLIP_benchmark protocol -------------------------------------------------
+
+
+def recall_at_k(scores: torch.Tensor, positive_pairs: torch.Tensor, k: int) -> torch.Tensor:
+    """Per query: share of its positives among the top-k candidates (one-hot formulation)."""
+    queries, candidates = scores.shape
+    topk_indices = torch.topk(scores, k, dim=1)[1]
+    positives = positive_pairs.sum(dim=1)
+    topk_onehot = torch.nn.functional.one_hot(topk_indices, num_classes=candidates)
+    reshaped = positive_pairs.view(queries, 1, candidates)
+    true_positives = torch.logical_and(topk_onehot, reshaped).sum(dim=(1, 2))
+    return true_positives / positives
+
+
+def batchify(
+    func: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Tensor, batch_size: int,
+    device: str, **kwargs: int,
+) -> torch.Tensor:
+    """Apply ``func`` to row batches of ``x`` and ``y`` and concatenate the results."""
+    results = []
+    for start in range(0, len(x), batch_size):
+        stop = start + batch_size
+        results.append(func(x[start:stop].to(device), y[start:stop].to(device), **kwargs).cpu())
+    return torch.cat(results)
+
+
+def baseline_recalls(
+    images: np.ndarray, texts: np.ndarray, owner: np.ndarray, batch_size: int,
+    device: str = "cpu",
+) -> dict[str, float]:
+    """CLIP_benchmark-style recall@k; keys use our names (t2i = image retrieval)."""
+    image_emb = torch.nn.functional.normalize(torch.from_numpy(images), dim=-1)
+    text_emb = torch.nn.functional.normalize(torch.from_numpy(texts), dim=-1)
+    scores = text_emb @ image_emb.t()
+    positive_pairs = torch.zeros_like(scores, dtype=torch.bool)
+    positive_pairs[torch.arange(len(scores)), torch.from_numpy(owner)] = True
+    out: dict[str, float] = {}
+    for k in KS:
+        t2i = batchify(recall_at_k, scores, positive_pairs, batch_size, device, k=k) > 0
+        i2t = batchify(recall_at_k, scores.T, positive_pairs.T, batch_size, device, k=k) > 0
+        # CLIP_benchmark takes a float32 mean; float64 keeps the comparison exact (hits / n).
+        out[f"t2i_recall_at_{k}"] = t2i.double().mean().item()
+        out[f"i2t_recall_at_{k}"] = i2t.double().mean().item()
+    return out
+
+
+# --- ours ----------------------------------------------------------------------------------
+
+
+def our_recalls(images: np.ndarray, texts: np.ndarray, owner: np.ndarray) -> dict[str, float]:
+    result = get_metric("retrieval")(RetrievalInputs(images, texts, owner), ks=list(KS))
+    return {k: v for k, v in result.corpus.items() if "_recall_at_" in k}
+
+
+# --- driver --------------------------------------------------------------------------------
+
+
+def best_of(call: Callable[[], dict[str, float]], repeat: int) -> Measured[dict[str, float]]:
+    """Fastest of ``repeat`` runs; peak memory is the largest seen over all runs."""
+    runs = []
+    for _ in range(repeat):
+        gc.collect()
+        runs.append(measure(call))
+    fastest = min(runs, key=lambda run: run.seconds)
+    return Measured(fastest.value, fastest.seconds, max(run.peak_bytes for run in runs))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=5000)
+    parser.add_argument("--captions", type=int, default=5, help="captions per image")
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="baseline query batch (CLIP_benchmark's default loader batch)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each; the best is kept")
+    parser.add_argument("--noise", type=float, default=6.0,
+                        help="caption noise scale (higher = harder retrieval)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    images, texts, owner = make_embeddings(args.images, args.captions, args.dim, args.noise,
+                                           args.seed)
+    print(f"retrieval scoring: {args.images} images x {len(texts)} texts, dim {args.dim}, "
+          f"float32, torch threads {torch.get_num_threads()}, repeat {args.repeat}")
+    base = best_of(lambda: baseline_recalls(images, texts, owner, args.batch_size), args.repeat)
+    ours = best_of(lambda: our_recalls(images, texts, owner), args.repeat)
+
+    width = max(len(k) for k in ours.value)
+    print(f"  {'metric':<{width}}  {'ours':>8}  {'baseline':>8}")
+    for key in sorted(ours.value):
+        print(f"  {key:<{width}}  {ours.value[key]:8.5f}  {base.value[key]:8.5f}")
+    diff = max(abs(ours.value[k] - base.value[k]) for k in ours.value)
+    print(f"baseline (CLIP_benchmark protocol, batch {args.batch_size}): "
+          f"{base.seconds:8.2f} s  peak +{base.peak_bytes / MIB:8.1f} MiB")
+    print(f"ours (tasks.metrics retrieval):                 "
+          f"{ours.seconds:8.2f} s  peak +{ours.peak_bytes / MIB:8.1f} MiB")
+    print(f"speed ratio baseline/ours: {base.seconds / ours.seconds:.2f}x   "
+          f"memory ratio baseline/ours: {base.peak_bytes / max(ours.peak_bytes, 1):.2f}x")
+    print(f"max |recall difference|: {diff:.3g}")
+
+
+if __name__ == "__main__":
+    main()
