@@ -7,6 +7,9 @@ above the level just before the call, so it includes every allocator (numpy, tor
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import os
 import threading
 import time
@@ -18,6 +21,17 @@ T = TypeVar("T")
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1024 * 1024
+
+
+def release_free_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``), so
+    memory kept by the allocator from an earlier call does not hide the next call's peak."""
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if name:
+        libc = ctypes.CDLL(name)
+        if hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
 
 
 def rss_bytes() -> int:
@@ -65,6 +79,7 @@ class Measured(Generic[T]):
 
 def measure(call: Callable[[], T]) -> Measured[T]:
     """Run ``call`` once; wall time and peak RSS above the level before it."""
+    release_free_memory()
     with PeakSampler() as sampler:
         start = time.perf_counter()
         value = call()

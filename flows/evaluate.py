@@ -97,6 +97,15 @@ def _examples(per_sample: pd.DataFrame, review_csv: Path, count: int) -> pd.Data
     return chosen.sort_values("review_reason", key=lambda s: s.map(order)).head(count)
 
 
+def _reject_summary(dataset: DatasetRef) -> dict[str, int]:
+    rejects = dataset.load_rejects()
+    if rejects.empty:
+        return {}
+    # reasons carry details after a colon (paths, decoder messages): group on the head
+    heads = rejects["scope"] + ": " + rejects["reason"].str.split(":").str[0]
+    return {str(k): int(v) for k, v in heads.value_counts().items()}
+
+
 def summary_markdown(report: dict[str, Any], link: str, report_uri: str) -> str:
     lines = [f"# {report['task']} · {report['run_name']}", "",
              f"MLflow run `{report['mlflow_run_id']}`: {link}", "",
@@ -150,6 +159,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
                        "rejected": dataset.rejected, **scores.counts},
             "metrics": scores.metrics, "higher_is_better": scores.higher_is_better,
             "skipped": scores.skipped, "warnings": scores.warnings, "timings_s": timings,
+            "rejects_by_reason": _reject_summary(dataset),
         }
         report_uri = timed("report", lambda: export_report(config, report, dataset, scores,
                                                            review_csv, run_dir))

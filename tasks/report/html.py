@@ -68,6 +68,8 @@ def render(report: dict[str, Any], examples: pd.DataFrame, display_columns: list
     header = "".join(f"<th>{escape(c)}</th>" for c in ["image", "id", "captions",
                                                         *display_columns, "why shown"])
     warnings = "".join(f'<p class="warn">{escape(w)}</p>' for w in report["warnings"])
+    rejects = _table([{"reason": k, "rows": v}
+                      for k, v in report.get("rejects_by_reason", {}).items()])
     skipped = _table([{"metric": k, "reason": v} for k, v in report["skipped"].items()]) \
         if report["skipped"] else ""
     model = report["config"]["model"]["path"]
@@ -82,6 +84,7 @@ MLflow run <code>{escape(str(report.get('mlflow_run_id')))}</code>.</p>
 <h2>Metrics</h2>{_table(metrics)}
 {'<h2>Skipped metrics</h2>' + skipped if skipped else ''}
 <h2>Counts</h2>{_table(counts)}
+<h2>Rejected rows</h2>{rejects}
 <h2>Examples</h2><table><tr>{header}</tr>{''.join(example_rows)}</table>
 <h2>Fingerprints</h2>{_table(fingerprints)}
 </body></html>"""

@@ -23,10 +23,11 @@ def select_for_review(
         return table.iloc[0:0].assign(review_reason=pd.Series(dtype=str))
     scored = table[table["status"] == "scored"]
     failed = table[table["status"] != "scored"]
-    picks: list[pd.DataFrame] = []
-    if len(failed):  # failures always deserve a look, within the budget
-        picks.append(failed.head(max(1, size // 10)).assign(review_reason="failed"))
-    budget = size - sum(len(p) for p in picks)
+    # failures always deserve a look: a tenth of the budget, more if scored rows run short
+    n_failed = min(len(failed), max(1, size // 10), size)
+    n_failed = max(n_failed, size - len(scored))
+    picks = [failed.head(n_failed).assign(review_reason="failed")]
+    budget = size - len(picks[0])
     n_worst = {"worst": budget, "random": 0}.get(config.strategy, budget // 2)
     worst = scored.sort_values(score_column, ascending=not worst_is_high, kind="stable")
     worst = worst.head(n_worst)

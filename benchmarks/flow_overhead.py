@@ -1,0 +1,319 @@
+"""Overhead of the evaluate flow over a bare transformers loop (same model, data, batch size).
+
+Builds (seeded) a synthetic image-text dataset (PNG images of shapes, 5 captions each, JSONL
+manifest) and a randomly initialised ``CLIPModel`` large enough that inference dominates, then
+times:
+
+* bare: what a user would write: load model + processor, PIL-open each batch, ``processor`` +
+  ``get_image_features`` / ``get_text_features`` under ``torch.inference_mode()``, then
+  recall@1/5/10 from ``sims = texts @ images.T`` and ``argsort``;
+* flow: ``flows.evaluate.evaluate`` with the inference cache disabled (MLflow in a temporary
+  sqlite database, report into the work folder), after a temporary Prefect server was started
+  (``prefect_test_harness``) and one warm-up flow ran on a few items;
+* flow, cached: the same call with the inference cache enabled (every shard hits).
+
+Prints both wall times, the overhead ratio flow / bare excluding the one-off Prefect server
+start-up (a) and including it (b), the flow's per-stage timings and the largest absolute
+difference between the two runs' metrics (expected: 0).
+
+Run: ``.venv/bin/python benchmarks/flow_overhead.py [--images 1000 --batch-size 64 ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flows.settings import apply_defaults
+
+SHAPES = ("square", "circle", "bar", "ring")
+COLORS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 60, 220),
+          "yellow": (235, 210, 40), "purple": (130, 50, 170), "orange": (245, 130, 20)}
+BACKGROUNDS = {"white": (250, 250, 250), "gray": (128, 128, 128), "black": (15, 15, 15)}
+SIZES = ("small", "medium", "large")
+POSITIONS = ("left", "right", "top", "bottom", "center")
+TEMPLATE_WORDS = ("a", "an", "picture", "of", "on", "the", "in", "shape", "background",
+                  "number", "image", "with")
+
+
+@dataclass(frozen=True)
+class Setup:
+    images: int
+    image_size: int
+    layers: int
+    seed: int = 0
+
+
+# --- synthetic data and model --------------------------------------------------------------
+
+
+def draw_image(path: Path, size: int, rng: random.Random) -> dict[str, str]:
+    """One PNG: a coloured shape on a plain background; returns its attributes."""
+    from PIL import Image, ImageDraw
+
+    attrs = {"shape": rng.choice(SHAPES), "color": rng.choice(list(COLORS)),
+             "background": rng.choice(list(BACKGROUNDS)), "size": rng.choice(SIZES),
+             "position": rng.choice(POSITIONS)}
+    image = Image.new("RGB", (size, size), BACKGROUNDS[attrs["background"]])
+    radius = size * {"small": 0.1, "medium": 0.17, "large": 0.25}[attrs["size"]]
+    cx = size * ({"left": 0.3, "right": 0.7}.get(attrs["position"], 0.5) + rng.uniform(-.05, .05))
+    cy = size * ({"top": 0.3, "bottom": 0.7}.get(attrs["position"], 0.5) + rng.uniform(-.05, .05))
+    box = [cx - radius, cy - radius, cx + radius, cy + radius]
+    draw, fill = ImageDraw.Draw(image), COLORS[attrs["color"]]
+    if attrs["shape"] == "square":
+        draw.rectangle(box, fill=fill)
+    elif attrs["shape"] == "circle":
+        draw.ellipse(box, fill=fill)
+    elif attrs["shape"] == "bar":
+        draw.rectangle([box[0], cy - radius / 3, box[2], cy + radius / 3], fill=fill)
+    else:
+        draw.ellipse(box, outline=fill, width=max(2, int(radius / 3)))
+    image.save(path)
+    return attrs
+
+
+def captions_for(attrs: dict[str, str], index: int) -> list[str]:
+    a = attrs
+    return [f"a {a['color']} {a['shape']} on a {a['background']} background",
+            f"a {a['size']} {a['color']} {a['shape']} in the {a['position']}",
+            f"picture of a {a['shape']} with {a['background']} background",
+            f"an image of a {a['color']} shape on the {a['position']}",
+            f"{a['size']} {a['shape']} number {index}"]
+
+
+def write_dataset(root: Path, setup: Setup) -> Path:
+    """``setup.images`` PNGs and a JSONL manifest (id, image, captions, label)."""
+    rng = random.Random(f"flow-overhead-{setup.seed}")
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for index in range(setup.images):
+        name = f"images/{index:05d}.png"
+        attrs = draw_image(root / name, setup.image_size, rng)
+        lines.append({"id": f"item-{index}", "image": name,
+                      "captions": captions_for(attrs, index), "label": attrs["shape"]})
+    manifest = root / "data.jsonl"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return manifest
+
+
+def caption_vocabulary() -> list[str]:
+    words = [*TEMPLATE_WORDS, *SHAPES, *COLORS, *BACKGROUNDS, *SIZES, *POSITIONS]
+    return [*words, *map(str, range(10))]
+
+
+def write_model(folder: Path, setup: Setup) -> Path:
+    """A randomly initialised CLIP (ViT-B/32-like layout, narrower) saved with its processor."""
+    import torch
+    from transformers import CLIPImageProcessorPil, CLIPProcessor
+
+    from tasks.demo.tokenizer import build_clip_tokenizer
+    from tasks.demo.train import ModelSpec, build_model
+
+    spec = ModelSpec(image_size=setup.image_size, patch_size=32, vision_hidden=384,
+                     vision_layers=setup.layers, text_hidden=256, text_layers=4, heads=8,
+                     mlp_ratio=4, max_text_length=32, projection_dim=256)
+    size = setup.image_size
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessorPil(size={"shortest_edge": size},
+                                              crop_size={"height": size, "width": size}),
+        tokenizer=build_clip_tokenizer(caption_vocabulary(), model_max_length=32),
+    )
+    torch.manual_seed(setup.seed)
+    model = build_model(spec, processor)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def prepare(work: Path, setup: Setup) -> tuple[Path, Path]:
+    """Dataset manifest and model folder under ``work``, rebuilt only if the setup changed."""
+    stamp, manifest, model = work / "setup.json", work / "data" / "data.jsonl", work / "model"
+    if stamp.exists() and json.loads(stamp.read_text()) == asdict(setup):
+        return manifest, model
+    work.mkdir(parents=True, exist_ok=True)
+    write_dataset(manifest.parent, setup)
+    write_model(model, setup)
+    stamp.write_text(json.dumps(asdict(setup)))
+    return manifest, model
+
+
+# --- bare transformers loop ----------------------------------------------------------------
+
+
+def batches(values: list, size: int) -> Iterator[list]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def rank_metrics(images: np.ndarray, texts: np.ndarray, owner: np.ndarray) -> dict[str, float]:
+    """Recall@1/5/10, mean and median rank both ways; ties go to the lower index."""
+    images = images / np.linalg.norm(images, axis=1, keepdims=True)
+    texts = texts / np.linalg.norm(texts, axis=1, keepdims=True)
+    sims = texts @ images.T
+    t2i_order = np.argsort(-sims, axis=1, kind="stable")
+    t2i = (t2i_order == owner[:, None]).argmax(axis=1) + 1
+    i2t_order = np.argsort(-sims.T, axis=1, kind="stable")
+    i2t = (owner[i2t_order] == np.arange(len(images))[:, None]).argmax(axis=1) + 1
+    out: dict[str, float] = {}
+    for prefix, ranks in (("i2t", i2t), ("t2i", t2i)):
+        out |= {f"{prefix}_recall_at_{k}": float(np.mean(ranks <= k)) for k in (1, 5, 10)}
+        out |= {f"{prefix}_mean_rank": float(np.mean(ranks)),
+                f"{prefix}_median_rank": float(np.median(ranks))}
+    return out
+
+
+def bare_loop(model_dir: Path, manifest: Path, batch_size: int) -> dict[str, float]:
+    import torch
+    from PIL import Image
+    from transformers import AutoModel, AutoProcessor
+
+    model = AutoModel.from_pretrained(model_dir).eval()
+    processor = AutoProcessor.from_pretrained(model_dir)
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    captions = [caption for record in records for caption in record["captions"]]
+    owner = np.repeat(np.arange(len(records)), [len(r["captions"]) for r in records])
+    image_vectors, text_vectors = [], []
+    with torch.inference_mode():
+        for batch in batches(records, batch_size):
+            images = []
+            for record in batch:
+                with Image.open(manifest.parent / record["image"]) as image:
+                    images.append(image.convert("RGB"))
+            pixels = processor(images=images, return_tensors="pt")
+            image_vectors.append(model.get_image_features(**pixels).pooler_output)
+        for batch in batches(captions, batch_size):
+            tokens = processor.tokenizer(batch, padding=True, truncation=True,
+                                         return_tensors="pt")
+            text_vectors.append(model.get_text_features(**tokens).pooler_output)
+    return rank_metrics(torch.cat(image_vectors).numpy(), torch.cat(text_vectors).numpy(), owner)
+
+
+# --- the flow ------------------------------------------------------------------------------
+
+
+def flow_config(manifest: Path, model_dir: Path, work: Path, batch_size: int, cache: bool,
+                limit: int | None = None) -> Any:
+    from tasks.config import build_config
+
+    return build_config({
+        "model": {"path": str(model_dir), "batch_size": batch_size, "device": "cpu"},
+        "dataset": {"path": str(manifest), "limit": limit},
+        "inference": {"cache": cache},
+        "report": {"destination": str(work / "reports")},
+        "tracking": {"tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
+                     "experiment": "flow-overhead"},
+        "work_dir": str(work / "flow-work"),
+    })
+
+
+def stage_timings(result: dict[str, Any]) -> dict[str, float]:
+    return json.loads((Path(result["report"]) / "report.json").read_text())["timings_s"]
+
+
+@contextmanager
+def prefect_server() -> Iterator[float]:
+    """A temporary Prefect server (what a bare ``bifocal run`` starts); yields start-up s."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    start = time.perf_counter()
+    with prefect_test_harness(server_startup_timeout=120):
+        yield time.perf_counter() - start
+
+
+# --- driver --------------------------------------------------------------------------------
+
+
+def timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    value = call()
+    return value, time.perf_counter() - start
+
+
+def best_of(call: Callable[[], Any], repeat: int) -> tuple[Any, float]:
+    runs = [timed(call) for _ in range(repeat)]
+    return min(runs, key=lambda run: run[1])
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--layers", type=int, default=6, help="vision transformer layers")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of bare and flow; best kept")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="folder for data, model, MLflow and reports (default: a temp dir; "
+                        "data and model are reused when the setup matches)")
+    return parser.parse_args()
+
+
+def print_comparison(bare: dict[str, float], flow: dict[str, float]) -> None:
+    keys = [k for k in bare if k in flow]
+    width = max(len(k) for k in keys)
+    print(f"  {'metric':<{width}}  {'flow':>9}  {'bare':>9}")
+    for key in keys:
+        print(f"  {key:<{width}}  {flow[key]:9.4f}  {bare[key]:9.4f}")
+    print(f"max |metric difference| flow vs bare: {max(abs(flow[k] - bare[k]) for k in keys):.3g}")
+
+
+def run(work: Path, args: argparse.Namespace) -> None:
+    import torch
+
+    setup = Setup(args.images, args.image_size, args.layers)
+    (manifest, model_dir), build_s = timed(lambda: prepare(work, setup))
+    print(f"setup: {setup.images} images {setup.image_size}px x 5 captions, CLIP vision "
+          f"{setup.layers} layers; batch {args.batch_size}; torch threads "
+          f"{torch.get_num_threads()}; build {build_s:.1f}s; work {work}")
+
+    bare, bare_s = best_of(lambda: bare_loop(model_dir, manifest, args.batch_size), args.repeat)
+    print(f"bare transformers loop:            {bare_s:7.2f} s")
+
+    from flows.evaluate import evaluate
+
+    with prefect_server() as startup_s:
+        print(f"prefect temporary server start-up: {startup_s:7.2f} s (one-off per process)")
+        tiny = flow_config(manifest, model_dir, work / "warmup", args.batch_size, False, limit=16)
+        _, warmup_s = timed(lambda: evaluate(tiny))
+        print(f"warm-up flow (16 items, first flow of the process): {warmup_s:.2f} s")
+        config = flow_config(manifest, model_dir, work, args.batch_size, cache=False)
+        flow, flow_s = best_of(lambda: evaluate(config), args.repeat)
+        print(f"evaluate flow (cache disabled):    {flow_s:7.2f} s")
+        cached_config = flow_config(manifest, model_dir, work, args.batch_size, cache=True)
+        cached, cached_s = timed(lambda: evaluate(cached_config))
+        print(f"evaluate flow (cached re-run):     {cached_s:7.2f} s "
+              f"(inference cache: {cached['inference_cache']})")
+
+    print("flow stage timings (s):", stage_timings(flow))
+    print("cached stage timings (s):", stage_timings(cached))
+    stages = sum(stage_timings(flow).values())
+    print(f"flow time outside the timed stages (MLflow start/params/track, artifacts, Prefect): "
+          f"{flow_s - stages:.2f} s")
+    print(f"(a) overhead ratio flow/bare, excluding server start-up: {flow_s / bare_s:.3f} "
+          f"(target <= 1.10)")
+    print(f"(b) overhead ratio flow/bare, including server start-up: "
+          f"{(flow_s + startup_s) / bare_s:.3f}")
+    print_comparison(bare, flow["metrics"])
+
+
+def main() -> None:
+    args = parse_args()
+    apply_defaults()
+    if args.work is not None:
+        run(args.work.resolve(), args)
+        return
+    with tempfile.TemporaryDirectory(prefix="flow-overhead-") as tmp:
+        run(Path(tmp), args)
+
+
+if __name__ == "__main__":
+    main()

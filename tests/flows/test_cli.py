@@ -1,0 +1,53 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tasks.metrics import get_metric
+from tasks.metrics.retrieval import RetrievalInputs
+
+
+def bifocal(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=120)
+
+
+def test_score_retrieval_prints_one_json_document(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(30, 8)).astype(np.float32)
+    owner = np.repeat(np.arange(30), 2)
+    texts = images[owner] + rng.normal(size=(60, 8)).astype(np.float32)
+    for name, array in (("i", images), ("t", texts), ("x", owner)):
+        np.save(tmp_path / f"{name}.npy", array)
+    result = bifocal("score", "retrieval", "--image-embeddings", str(tmp_path / "i.npy"),
+                     "--text-embeddings", str(tmp_path / "t.npy"),
+                     "--text-to-image", str(tmp_path / "x.npy"))
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    expected = get_metric("retrieval")(RetrievalInputs(images, texts, owner)).corpus
+    assert document == {"metrics": expected}
+
+
+def test_score_retrieval_bad_input_is_a_clear_error(tmp_path: Path):
+    np.save(tmp_path / "i.npy", np.zeros((3, 4), np.float32))
+    np.save(tmp_path / "t.npy", np.zeros((2, 5), np.float32))
+    np.save(tmp_path / "x.npy", np.array([0, 1]))
+    result = bifocal("score", "retrieval", "--image-embeddings", str(tmp_path / "i.npy"),
+                     "--text-embeddings", str(tmp_path / "t.npy"),
+                     "--text-to-image", str(tmp_path / "missing.npy"))
+    assert result.returncode == 2 and "cannot read --text-to-image" in result.stderr
+    result = bifocal("score", "retrieval", "--image-embeddings", str(tmp_path / "i.npy"),
+                     "--text-embeddings", str(tmp_path / "t.npy"),
+                     "--text-to-image", str(tmp_path / "x.npy"))
+    assert result.returncode == 2 and "differ in width" in result.stderr
+    assert result.stdout == ""
+
+
+def test_run_with_invalid_config_names_the_field(tmp_path: Path):
+    (tmp_path / "c.yaml").write_text("model: {path: m, batch_size: 0}\ndataset: {path: d.jsonl}\n")
+    result = bifocal("run", str(tmp_path / "c.yaml"), "--set", "review.size=-1")
+    assert result.returncode == 2
+    assert "model.batch_size: Input should be greater than or equal to 1" in result.stderr
+    assert "review.size" in result.stderr
