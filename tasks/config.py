@@ -27,6 +27,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class GenerationSettings(_Strict):
+    max_new_tokens: int = Field(32, ge=1, le=1024, description="Longest generated text.")
+    num_beams: int = Field(1, ge=1, le=32, description="Beam search width (1 = greedy).")
+    do_sample: bool = Field(False, description="Sample instead of greedy/beam decoding.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (do_sample only).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (do_sample only).")
+    prompt: str | None = Field(
+        None, description="Text the model continues (e.g. 'a picture of'); removed from outputs."
+    )
+
+
 class ModelConfig(_Strict):
     kind: str = Field(
         "dual_encoder",
@@ -46,6 +57,9 @@ class ModelConfig(_Strict):
     amp: bool = Field(False, description="Run inference under torch.autocast (CUDA: float16).")
     trust_remote_code: bool = Field(
         False, description="Allow model code shipped with the checkpoint. Off unless you trust it."
+    )
+    generation: GenerationSettings = Field(
+        default_factory=GenerationSettings, description="Decoding settings of generative models."
     )
 
     @field_validator("device")
@@ -75,14 +89,23 @@ class ColumnMapping(_Strict):
 
 
 class DatasetConfig(_Strict):
-    source: str = Field("manifest", description="Data source from the registry: manifest, hf.")
-    path: str = Field(..., description="Manifest file (CSV/JSONL/parquet) or dataset folder.")
-    root: str | None = Field(
-        None, description="Folder image paths are relative to (default: the manifest's folder). "
-        "Paths may not escape it."
+    source: str = Field(
+        "manifest", description="Data source from the registry: manifest, hf, karpathy, s3."
     )
-    split: str | None = Field(None, description="Split name (Hugging Face sources; or a column "
-                              "value filter on a 'split' column of a manifest).")
+    path: str = Field(
+        ..., description="Manifest file (CSV/JSONL/parquet), Hugging Face dataset folder or "
+        "cached dataset name, Karpathy split JSON, or s3://bucket/prefix/manifest.jsonl."
+    )
+    root: str | None = Field(
+        None, description="Folder (or s3:// prefix for the s3 source) image paths are relative "
+        "to (default: the manifest's folder). Paths may not escape it."
+    )
+    split: str | None = Field(None, description="Split name (Hugging Face and Karpathy sources; "
+                              "or a column value filter on a 'split' column of a manifest).")
+    revision: str | None = Field(
+        None, description="Commit of a cached Hugging Face dataset name (hf source); the cached "
+        "copy must be at this revision."
+    )
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N items.")
     columns: ColumnMapping = Field(default_factory=ColumnMapping)
     caption_separator: str | None = Field(

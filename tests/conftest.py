@@ -59,3 +59,10 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory):
 
     with running_s3_server(tmp_path_factory.mktemp("s3")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def tiny_captioner_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.helpers import build_tiny_captioner
+
+    return build_tiny_captioner(tmp_path_factory.mktemp("tiny-captioner"), WORDS)

@@ -37,6 +37,7 @@ class RawTable:
     root: Path
     source_uri: str
     rejects: list[dict[str, Any]] = field(default_factory=list)
+    protocol: dict[str, Any] | None = None  # standard split sizes: {"name", "images", "texts"}
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Dataset:
     source_uri: str
     digest: str
     rows_in: int
+    protocol: dict[str, Any] | None = None
 
     @property
     def metadata_columns(self) -> list[str]:
@@ -175,6 +177,7 @@ def normalize(raw: RawTable, config: DatasetConfig) -> Dataset:
         source_uri=raw.source_uri,
         digest=dataset_digest(frame),
         rows_in=rows_in,
+        protocol=raw.protocol,
     )
 
 
@@ -247,6 +250,7 @@ class DatasetRef:
     rows_in: int
     items: int
     rejected: int
+    protocol: dict[str, Any] | None = None
 
     def load_items(self) -> pd.DataFrame:
         return pd.read_parquet(self.items_path)
@@ -279,4 +283,5 @@ def save_dataset(dataset: Dataset, folder: Path) -> DatasetRef:
         source_uri=dataset.source_uri, root=str(dataset.root), rows_in=dataset.rows_in,
         items=len(dataset.items),
         rejected=int((dataset.rejects["scope"] == "item").sum()) if len(dataset.rejects) else 0,
+        protocol=dataset.protocol,
     )

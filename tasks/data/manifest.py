@@ -37,25 +37,33 @@ def read_jsonl(path: Path) -> tuple[pd.DataFrame, list[dict]]:
     return frame, rejects
 
 
+def read_manifest(path: Path, name: str | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """Read a local manifest file into (rows, rejects); ``name`` is how errors refer to it."""
+    name = name or str(path)
+    suffix = Path(name).suffix.lower()
+    try:
+        if suffix in (".jsonl", ".ndjson", ".json"):
+            return read_jsonl(path)
+        if suffix in READERS:
+            return READERS[suffix](path), []
+    except (OSError, ValueError) as error:
+        raise DataError(f"cannot read manifest {name}: {error}") from None
+    raise DataError(f"unsupported manifest type {suffix!r}: use CSV, TSV, JSONL or parquet")
+
+
+def select_split(rows: pd.DataFrame, split: str | None) -> pd.DataFrame:
+    """Keep the rows of ``split`` when the manifest has a 'split' column."""
+    if split is not None and "split" in rows.columns:
+        return rows[rows["split"] == split]
+    return rows
+
+
 @register_source("manifest")
 def load_manifest(config: DatasetConfig) -> RawTable:
     path = Path(config.path).expanduser()
     if not path.is_file():
         raise DataError(f"manifest not found: {path}")
-    suffix = path.suffix.lower()
-    rejects: list[dict] = []
-    try:
-        if suffix in (".jsonl", ".ndjson", ".json"):
-            rows, rejects = read_jsonl(path)
-        elif suffix in READERS:
-            rows = READERS[suffix](path)
-        else:
-            raise DataError(f"unsupported manifest type {suffix!r}: use CSV, TSV, JSONL or parquet")
-    except (OSError, ValueError) as error:
-        if isinstance(error, DataError):
-            raise
-        raise DataError(f"cannot read manifest {path}: {error}") from None
-    if config.split is not None and "split" in rows.columns:
-        rows = rows[rows["split"] == config.split]
+    rows, rejects = read_manifest(path)
     root = Path(config.root).expanduser() if config.root else path.parent
-    return RawTable(rows=rows, root=root, source_uri=str(path.resolve()), rejects=rejects)
+    return RawTable(rows=select_split(rows, config.split), root=root,
+                    source_uri=str(path.resolve()), rejects=rejects)

@@ -59,6 +59,17 @@ def load_embeddings(inference: InferenceRef) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(images), np.concatenate(texts)
 
 
+def protocol_warning(protocol: dict[str, Any] | None, images: int, texts: int) -> str | None:
+    """A loud warning when a standard benchmark split was not scored at its published size."""
+    if not protocol or "images" not in protocol or "texts" not in protocol:
+        return None
+    if (protocol["images"], protocol["texts"]) == (images, texts):
+        return None
+    return (f"{protocol.get('name', 'Benchmark')} protocol is {protocol['images']:,} images / "
+            f"{protocol['texts']:,} captions; this run scored {images:,} / {texts:,} — numbers "
+            "are not comparable to published results")
+
+
 def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out: Path) -> Scores:
     items = dataset.load_items()
     images, texts = load_embeddings(inference)
@@ -104,6 +115,8 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
     if inference.info.get("truncated_texts"):
         warnings.append(f"{inference.info['truncated_texts']} caption(s) longer than the text "
                         "encoder's context were truncated")
+    protocol = protocol_warning(dataset.protocol, int(ok_items.sum()), int(ok_texts.sum()))
+    warnings += [protocol] if protocol else []
     return Scores(
         metrics=metrics, higher_is_better=higher, per_sample_path=str(out / "per_sample.parquet"),
         extra_tables={"texts": str(out / "per_sample_texts.parquet")},

@@ -78,11 +78,17 @@ def _class_from(predicate: Callable[[str], bool]) -> str:
 
 
 @cache
-def _unicode_classes() -> tuple[str, str, str]:
-    letters = _class_from(lambda ch: unicodedata.category(ch).startswith("L"))
-    digits = _class_from(lambda ch: unicodedata.category(ch) == "Nd")
+def _unicode_classes() -> tuple[str, str]:
+    """(alphanumerics that are neither letters nor decimal digits, upper-case letters).
+
+    Letters are written ``(?![<first>])[^\\W\\d_]``: Python's ``\\w`` also holds numeric
+    characters such as ``²`` or ``½``, which Java's ``Character.isLetter`` rejects. Spelling
+    all letters out as one class would make the rule regexes ~30x slower to compile.
+    """
+    numeric = _class_from(
+        lambda ch: ch.isalnum() and unicodedata.category(ch)[0] != "L" and not ch.isdecimal())
     upper = _class_from(lambda ch: unicodedata.category(ch) == "Lu")
-    return letters, digits, upper
+    return numeric, upper
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,7 +180,7 @@ def _acronym_next_words() -> str:
 
 def _rules() -> list[tuple[str, str | tuple[str, ...], str | None, str]]:
     """(name, head regex, trailing-context regex or None, action) in JFlex rule order."""
-    letters, digits, uppercase = _unicode_classes()
+    numeric, uppercase = _unicode_classes()
     upper = f"[{uppercase}]"
     letter_extra = (
         "\u00ad\u0237-\u024f\u02c2-\u02c5\u02d2-\u02df\u02e5-\u02ff\u0300-\u036f\u0370-\u037d"
@@ -187,18 +193,18 @@ def _rules() -> list[tuple[str, str | tuple[str, ...], str | None, str]]:
         "\u0c01-\u0c03\u0c3e-\u0c56\u0d3e-\u0d44\u0d46-\u0d48\u0e30-\u0e3a\u0e47-\u0e4e"
         "\u0eb1-\u0ebc\u0ec8-\u0ecd"
     )
-    L = f"[{letters}]"  # JFlex [:letter:]
-    D = f"[{digits}\u07c0-\u07c9]"  # {DIGIT}
-    LD = f"[{letters}{digits}]"  # [:letter:]|[:digit:]
+    L = f"(?:(?![{numeric}])[^\\W\\d_])"  # JFlex [:letter:]
+    D = r"\d"  # {DIGIT}: [:digit:] (Unicode Nd, which includes U+07C0-U+07C9)
+    LD = f"(?:(?![{numeric}])[^\\W_])"  # [:letter:]|[:digit:]
     splet = "&[aeiouAEIOU]" + _ci("acute|grave|uml") + ";"
-    letter = f"(?:[{letters}{letter_extra}]|{splet})"
+    letter = f"(?:{L}|[{letter_extra}]|{splet})"
     word = f"{letter}(?:{letter}|{D})*(?:[.!?]{letter}(?:{letter}|{D})*)*"
     space = "[ \t\u00a0\u2000-\u200a\u3000]"
     newline = "(?:\r\n|[\r\n\u2028\u2029\u000b\u000c\u0085])"
     spacenl = f"(?:{space}|{newline})"
     name = r"[A-Za-z][A-Za-z0-9_:.\-]*"
     sgml = (rf"<(?:[!?][A-Za-z\-][^>\r\n]*|{name}(?:[ ]+(?:{name}[ ]*=[ ]*(?:'[^'\r\n]*'|"
-            rf"\"[^\"\r\n]*\"|{name})|{name}))*[ ]*\/?|\/{name})[ ]*>")
+            rf"\"[^\"\r\n]*\")|{name}))*[ ]*\/?|\/{name})[ ]*>")
     apos = "(?:['\u0092\u2019]|&apos;)"
     aposetc = f"(?:{apos}|[`\u0091\u2018\u201b])"
     num = f"(?:{D}*(?:[.:,\u00ad\u066b\u066c]{D}+)+|{D}+)"
@@ -227,7 +233,7 @@ def _rules() -> list[tuple[str, str | tuple[str, ...], str | None, str]]:
     abbrev1 = (f"(?:{_ci(ab_month)}|{_ci(ab_days)}|{ab_state}|{ab_comp}|{ab_num}|{ab_ptit}|"
                + _ci("etc|al|seq|bldg") + ")\\.")
     ab_title = _ci(
-        "mr|mrs|ms|mx|drs?|profs?|sens?|reps?|attys?|lt|col|gen|messrs|govs?|adm|rev|maj|sgt|"
+        "mr|mrs|ms|drs?|profs?|sens?|reps?|attys?|lt|col|gen|messrs|govs?|adm|rev|maj|sgt|"
         "cpl|pvt|capt|ste?|ave|pres|lieut|hon|brig|co?mdr|pfc|spc|supts?|det|mt|ft|adj|adv|asst|"
         "assoc|ens|insp|mlle|mme|msgr|sfc") + "|[M]iss"
     ab_comp2 = _ci("invt|elec|natl") + "|" + _ci("m") + "[ft]" + _ci("g")
@@ -284,6 +290,7 @@ def _rules() -> list[tuple[str, str | tuple[str, ...], str | None, str]]:
         ("apoword_cause", apos + _ci("cause"), None, "keep"),
         ("apoword_words", _ci("cont'd\\.?|nor'easter|c'mon|e'er|s'mores|ev'ry|li'l|nat'l"), None,
          "keep"),
+        ("apoword_o", _ci("o") + aposetc + _ci("o"), None, "keep"),
         ("apoword2", _ci("y") + apos, L, "keep"),
         ("fullurl", _ci("https?") + f":\\/\\/{fulluri_body}+{fulluri_end}", None, "keep"),
         ("likelyurl", likelyurl, None, "keep"),
@@ -305,18 +312,19 @@ def _rules() -> list[tuple[str, str | tuple[str, ...], str | None, str]]:
         ("dolsign2", "[\u00a2\u00a3\u00a4\u00a5\u0080\u20a0\u20ac\u060b\u0e3f\u20a4\uffe0\uffe1"
          "\uffe5\uffe6]", None, "currency"),
         ("acronym", acronym,
-         f"{spacenl}+(?:(?:{_acronym_next_words()}){spacenl}|{sgml})", "acronym"),
+         f"{spacenl}+(?:{_acronym_next_words()}|{sgml}){spacenl}", "acronym"),
         ("abbrev3", abbrev3, f"{spacenl}?{D}", "keep"),
         ("pty", "(?:" + _ci("pt") + "[eyEY]|" + _ci("co") + ")\\.", f"{space}{_ci('ltd|lim')}",
          "keep"),
         ("abbrev1_end", abbrev1,
          f"{spacenl}(?:{spacenl}|{upper}|{sgml})", "abbrev1"),
+        ("abbrev1_any", abbrev1, "(?s:..)", "keep"),
         ("abbrev1", abbrev1, None, "keep"),
         ("abbrev2", f"{abbrev4}\\.", None, "keep"),
         ("abbrev4", abbrev4, space, "keep"),
         ("acro", f"[A-Za-z](?:\\.[A-Za-z])+|{acro}", spacenl, "keep"),
         ("tbspec2", f"{apos}[0-9][0-9]", spacenl, "keep"),
-        ("filename", filename, f"(?:{spacenl}|[.?!,\"'<])", "keep"),
+        ("filename", filename, f"(?:{spacenl}|[.?!,])", "keep"),
         ("word_dot", f"{word}\\.", insentp, "word"),
         ("phone", phone, None, "phone"),
         ("dblquote_left", '"|&quot;', "[A-Za-z0-9$]", "left_quote"),
@@ -365,46 +373,122 @@ def _rules() -> list[tuple[str, str | tuple[str, ...], str | None, str]]:
 # --------------------------------------------------------------------------------------------
 
 
-class _Lexer:
-    """Longest match over all rules at once: one regex made of one optional lookahead per rule.
+def _char_in(op: str, av: object, ch: str) -> bool:
+    if op == "LITERAL":
+        return chr(av) == ch  # type: ignore[arg-type]
+    if op == "NOT_LITERAL":
+        return chr(av) != ch  # type: ignore[arg-type]
+    if op == "ANY":
+        return True
+    negate, hit = False, False
+    for item_op, item in av:  # type: ignore[attr-defined]
+        name = str(item_op)
+        if name == "NEGATE":
+            negate = True
+        elif name == "LITERAL":
+            hit = hit or chr(item) == ch
+        elif name == "RANGE":
+            hit = hit or item[0] <= ord(ch) <= item[1]
+        else:  # categories and anything unexpected: assume it may match
+            return True
+    return hit != negate
 
-    Each rule ``i`` captures its whole match (head plus trailing context) in group ``2i+1`` and
-    its head in group ``2i+2``, so a single ``match`` call yields every rule's match length.
+
+def _may_start(items: object, ch: str, ignorecase: bool = False) -> tuple[bool, bool]:
+    """(a match of the parsed regex ``items`` may start with ``ch``, it may match "").
+
+    Errs towards "may": the answer only selects which rules are tried at a position.
+    """
+    variants = {ch, ch.lower(), ch.upper()} if ignorecase else {ch}
+    for op, av in items:  # type: ignore[attr-defined]
+        name = str(op)
+        if name in ("AT", "ASSERT", "ASSERT_NOT"):
+            continue
+        if name == "SUBPATTERN":
+            hit, nullable = _may_start(av[3], ch, ignorecase or bool(av[1] & re.IGNORECASE))
+        elif name == "BRANCH":
+            results = [_may_start(alt, ch, ignorecase) for alt in av[1]]
+            hit, nullable = any(r[0] for r in results), any(r[1] for r in results)
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            hit, nullable = _may_start(av[2], ch, ignorecase)
+            nullable = nullable or av[0] == 0
+        elif name in ("LITERAL", "NOT_LITERAL", "IN", "ANY"):
+            hit, nullable = any(_char_in(name, av, v) for v in variants), False
+        else:
+            return True, True
+        if hit:
+            return True, False
+        if not nullable:
+            return False, False
+    return False, True
+
+
+class _Lexer:
+    """JFlex-style longest match over the rules, trailing contexts counting towards the length.
+
+    At each position only the rules that may start with the character there are tried (found
+    from the parsed rule regexes); each rule is compiled on first use.
     """
 
     def __init__(self) -> None:
-        parts = []
+        self._heads: list[str] = []
+        self._tails: list[str] = []
         self._actions: list[str] = []
         self._names: list[str] = []
-        # A rule whose head is a tuple of alternatives becomes one lookahead per alternative (same
+        # A rule whose head is a tuple of alternatives becomes one entry per alternative (same
         # action, consecutive priority): Python's ``re`` takes the first alternative that
         # matches, JFlex the longest.
         for name, heads, tail, action in _rules():
             for head in (heads,) if isinstance(heads, str) else heads:
-                parts.append(f"(?:(?=(({head}){tail or ''}))|)")
+                self._heads.append(head)
+                self._tails.append(tail or "")
                 self._actions.append(action)
                 self._names.append(name)
-        self._pattern = re.compile("".join(parts))
+        self._parsed: list[object | None] = [None] * len(self._heads)
+        self._compiled: list[re.Pattern[str] | None] = [None] * len(self._heads)
+        self._by_char: dict[str, list[tuple[int, re.Pattern[str], bool]]] = {}
+
+    def _may_start(self, rule: int, ch: str) -> bool:
+        if self._parsed[rule] is None:
+            try:
+                from re import _parser  # type: ignore[attr-defined]
+
+                self._parsed[rule] = _parser.parse(self._heads[rule])
+            except Exception:  # pragma: no cover - private module changed: try every rule
+                return True
+        return _may_start(self._parsed[rule], ch)[0]
+
+    def _pattern(self, rule: int) -> re.Pattern[str]:
+        pattern = self._compiled[rule]
+        if pattern is None:
+            head, tail = self._heads[rule], self._tails[rule]
+            pattern = re.compile(f"({head}){tail}" if tail else head)
+            self._compiled[rule] = pattern
+        return pattern
+
+    def _candidates(self, ch: str) -> list[tuple[int, re.Pattern[str], bool]]:
+        found = [(rule, self._pattern(rule), bool(self._tails[rule]))
+                 for rule in range(len(self._heads)) if self._may_start(rule, ch)]
+        self._by_char[ch] = found
+        return found
 
     def lex(self, text: str, stop: int, trace: bool = False) -> list[str]:
         """Raw tokens of ``text[:stop]``; the rest of ``text`` is only right context."""
         tokens: list[str] = []
         pos = 0
-        match = self._pattern.match
         actions = self._actions
+        by_char = self._by_char
         while pos < stop:
-            regs = match(text, pos).regs
-            best, best_len = 0, -1
-            for rule in range(len(actions)):
-                start, end = regs[2 * rule + 1]
-                if start >= 0 and end - start > best_len:
-                    best, best_len = rule, end - start
-            head_start, head_end = regs[2 * best + 2]
-            token = text[head_start:head_end]
+            best, best_end, best_match, best_tail = -1, -1, None, False
+            for rule, pattern, has_tail in by_char.get(text[pos]) or self._candidates(text[pos]):
+                match = pattern.match(text, pos)
+                if match is not None and match.end() > best_end:
+                    best, best_end, best_match, best_tail = rule, match.end(), match, has_tail
+            token = best_match.group(1) if best_tail else best_match.group()  # type: ignore[union-attr]
             action = actions[best]
             if trace:
                 print(f"{self._names[best]:>16} {token!r}", file=sys.stderr)
-            pos = head_end
+            pos += len(token)
             if action in _SKIP or action == "newline":
                 continue
             if action in _PUSHBACK:
@@ -458,26 +542,48 @@ def _is_cased(ch: str) -> bool:
     return unicodedata.category(ch) in ("Lu", "Ll", "Lt")
 
 
-def _java_lower(token: str) -> str:
-    """``String.toLowerCase(Locale.ENGLISH)``: like ``str.lower`` except for capital sigma.
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_" or unicodedata.category(ch).startswith("M")
 
-    Java writes final sigma (``ς``) when a cased letter precedes the sigma and none follows it
-    within the same whitespace-delimited word; Python's context rules differ around digits and
-    punctuation, so sigma is handled here.
+
+def _joins(left: str, mid: str, right: str) -> bool:
+    """Whether ``mid`` between two word characters keeps them in one word (Java BreakIterator,
+    approximately)."""
+    if mid not in "-'\".\u2013" or not (_is_word_char(left) and _is_word_char(right)):
+        return False
+    return mid != "." or left.isdigit() == right.isdigit()
+
+
+def _word_around(token: str, i: int) -> tuple[str, str]:
+    """The parts of the word containing ``token[i]`` before and after it."""
+    start = i
+    while start > 0 and (_is_word_char(token[start - 1]) or (
+            start > 1 and _joins(token[start - 2], token[start - 1], token[start]))):
+        start -= 1
+    end = i + 1
+    while end < len(token) and (_is_word_char(token[end]) or (
+            end + 1 < len(token) and _joins(token[end - 1], token[end], token[end + 1]))):
+        end += 1
+    return token[start:i], token[i + 1 : end]
+
+
+def _java_lower(token: str) -> str:
+    """``String.toLowerCase(Locale.ENGLISH)``: ``str.lower`` except for capital sigma.
+
+    Java writes final sigma when a cased letter precedes the sigma and none follows it within
+    the same word (``java.text.BreakIterator`` words, approximated here); Python's context rule
+    differs around digits and punctuation.
     """
     if "\u03a3" not in token:
         return token.lower()
     out = []
     for i, ch in enumerate(token):
-        if ch != "\u03a3":
+        if ch == "\u03a3":
+            before, after = _word_around(token, i)
+            final = any(map(_is_cased, before)) and not any(map(_is_cased, after))
+            out.append("\u03c2" if final else "\u03c3")
+        else:
             out.append(ch.lower())
-            continue
-        before = token[:i].rsplit(None, 1)[-1] if token[:i].strip() else ""
-        after = token[i + 1 :].split(None, 1)[0] if token[i + 1 :].strip() else ""
-        before = "" if token[:i][-1:].isspace() else before
-        after = "" if token[i + 1 : i + 2].isspace() else after
-        final = any(map(_is_cased, before)) and not any(map(_is_cased, after))
-        out.append("\u03c2" if final else "\u03c3")
     return "".join(out)
 
 

@@ -1,0 +1,81 @@
+"""Karpathy splits of COCO and Flickr30K (``dataset_coco.json``, ``dataset_flickr30k.json``).
+
+``dataset.path`` is the JSON file, ``dataset.root`` the image folder (COCO: the folder holding
+``val2014/``; Flickr30K: ``flickr30k-images/``), ``dataset.split`` defaults to ``test``
+(``train+restval`` selects several). The standard test splits carry their published sizes, so a
+run scored on any other size is flagged in the report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tasks.config import DatasetConfig
+from tasks.data.base import DataError, RawTable, register_source
+
+PROTOCOLS: dict[tuple[str, str], dict[str, Any]] = {
+    ("coco", "test"): {"name": "COCO Karpathy test", "images": 5000, "texts": 25010},
+    ("flickr30k", "test"): {"name": "Flickr30K Karpathy test", "images": 1000, "texts": 5000},
+}
+
+
+def read_split_file(path: Path) -> dict[str, Any]:
+    """The parsed JSON, or a DataError saying what is wrong with it."""
+    if not path.is_file():
+        raise DataError(f"Karpathy split file not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise DataError(f"cannot read Karpathy split file {path}: {error}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DataError(f"{path} is not a Karpathy split file: expected a JSON object with an "
+                        "'images' list")
+    return data
+
+
+def dataset_name(data: dict[str, Any], path: Path) -> str:
+    """``coco`` / ``flickr30k`` from the file's ``dataset`` key, else from its name."""
+    name = data.get("dataset") or path.stem.removeprefix("dataset_")
+    return str(name).lower()
+
+
+def image_row(entry: dict[str, Any]) -> dict[str, Any]:
+    filename = entry["filename"]
+    image = f"{entry['filepath']}/{filename}" if entry.get("filepath") else filename
+    item_id = next((entry[k] for k in ("cocoid", "imgid") if entry.get(k) is not None), filename)
+    sentences = [s for s in entry.get("sentences") or [] if isinstance(s, dict)]
+    captions = [str(s.get("raw") or " ".join(s.get("tokens") or [])).strip() for s in sentences]
+    return {"id": str(item_id), "image": image, "captions": captions, "split": str(entry["split"])}
+
+
+def collect_rows(images: list[Any], splits: set[str]) -> tuple[pd.DataFrame, list[dict]]:
+    """Rows of the wanted splits; an entry without a split, or a wanted one without a filename,
+    becomes a reject."""
+    rows, index, rejects = [], [], []
+    for number, entry in enumerate(images):
+        split = entry.get("split") if isinstance(entry, dict) else None
+        if split is not None and str(split) not in splits:
+            continue
+        if split is None or not entry.get("filename"):
+            rejects.append({"row": number, "item_id": str(number), "scope": "item",
+                            "reason": "malformed image entry (needs filename and split)"})
+            continue
+        rows.append(image_row(entry))
+        index.append(number)
+    columns = ["id", "image", "captions", "split"]
+    return pd.DataFrame(rows, index=index, columns=columns), rejects
+
+
+@register_source("karpathy")
+def load_karpathy(config: DatasetConfig) -> RawTable:
+    path = Path(config.path).expanduser()
+    data = read_split_file(path)
+    split = config.split or "test"
+    rows, rejects = collect_rows(data["images"], set(split.split("+")))
+    root = Path(config.root).expanduser() if config.root else path.parent
+    return RawTable(rows=rows, root=root, source_uri=str(path.resolve()), rejects=rejects,
+                    protocol=PROTOCOLS.get((dataset_name(data, path), split)))

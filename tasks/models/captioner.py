@@ -1,0 +1,139 @@
+"""Image-to-text models (VisionEncoderDecoder, BLIP, GIT, image-text-to-text) with generate()."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tasks.config import GenerationSettings, ModelConfig
+from tasks.data.base import open_image
+from tasks.models.base import (
+    ModelError,
+    autocast_context,
+    register_adapter,
+    resolve_device,
+    resolve_model_path,
+    torch_dtype,
+)
+from tasks.models.batching import chunks, prefetched
+
+
+@dataclass
+class Generated:
+    texts: list[str | None]  # None where the image failed
+    failures: dict[int, str] = field(default_factory=dict)
+
+
+def load_processor(path, options: dict):
+    """AutoProcessor, or an image processor + tokenizer pair (VisionEncoderDecoder folders)."""
+    from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
+
+    try:
+        processor = AutoProcessor.from_pretrained(path, **options)
+        if hasattr(processor, "tokenizer") and hasattr(processor, "image_processor"):
+            return processor.image_processor, processor.tokenizer, processor
+    except (OSError, ValueError, TypeError):
+        pass
+    try:
+        return (AutoImageProcessor.from_pretrained(path, **options),
+                AutoTokenizer.from_pretrained(path, **options), None)
+    except (OSError, ValueError) as error:
+        raise ModelError(f"cannot load an image processor and tokenizer from {path}: {error}") \
+            from None
+
+
+def generation_kwargs(settings: GenerationSettings, tokenizer) -> dict:
+    kwargs = {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams,
+              "do_sample": settings.do_sample}
+    if settings.do_sample:
+        kwargs |= {"temperature": settings.temperature, "top_p": settings.top_p}
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        kwargs["pad_token_id"] = tokenizer.eos_token_id
+    return kwargs
+
+
+@register_adapter("captioner")
+class CaptionerAdapter:
+    """Generates a caption (or answer, with a prompt) per image with batched ``generate()``."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        import torch
+        from transformers import AutoModelForImageTextToText
+
+        self.config = config
+        self.path = resolve_model_path(config)
+        self.device = resolve_device(config.device)
+        options = dict(trust_remote_code=config.trust_remote_code, local_files_only=True)
+        self.image_processor, self.tokenizer, self.processor = load_processor(self.path, options)
+        try:
+            self.model = AutoModelForImageTextToText.from_pretrained(
+                self.path, dtype=torch_dtype(config.dtype), **options
+            )
+        except (OSError, ValueError) as error:
+            raise ModelError(f"cannot load an image-to-text model from {self.path}: {error}") \
+                from None
+        self.model.to(self.device).eval()
+        self._torch = torch
+
+    def _prepare(self, paths: Sequence[str], prompts: Sequence[str | None]):
+        images, kept, failures = [], [], {}
+        for index, path in enumerate(paths):
+            try:
+                images.append(open_image(path))
+                kept.append(index)
+            except (OSError, ValueError, SyntaxError) as error:
+                failures[index] = f"image decode failed: {error}"
+        if not images:
+            return None, kept, failures
+        texts = [prompts[i] for i in kept]
+        if self.processor is not None and any(texts):
+            inputs = self.processor(images=images, text=[t or "" for t in texts],
+                                    return_tensors="pt", padding=True)
+        else:
+            inputs = {"pixel_values": self.image_processor(images=images,
+                                                           return_tensors="pt")["pixel_values"]}
+            if any(texts):
+                tokens = self.tokenizer([t or "" for t in texts], add_special_tokens=False,
+                                        return_tensors="pt", padding=True)
+                inputs["decoder_input_ids"] = tokens["input_ids"]
+        return dict(inputs), kept, failures
+
+    def generate(self, paths: Sequence[str], prompts: Sequence[str | None] | None = None,
+                 progress=None, workers: int = 2) -> Generated:
+        prompt = self.config.generation.prompt
+        prompts = list(prompts) if prompts is not None else [prompt] * len(paths)
+        batches = chunks(list(range(len(paths))), self.config.batch_size)
+        texts: list[str | None] = [None] * len(paths)
+        failures: dict[int, str] = {}
+
+        def prepare(rows):
+            return self._prepare([paths[i] for i in rows], [prompts[i] for i in rows])
+
+        for rows, (inputs, kept, batch_failures) in zip(
+            batches, prefetched(batches, prepare, workers), strict=True
+        ):
+            failures |= {rows[i]: reason for i, reason in batch_failures.items()}
+            if inputs is not None:
+                outputs = self._generate(inputs)
+                for local, text in zip(kept, outputs, strict=True):
+                    texts[rows[local]] = strip_prompt(text, prompts[rows[local]])
+            if progress is not None:
+                progress(len(rows))
+        return Generated(texts, failures)
+
+    def _generate(self, inputs: dict) -> list[str]:
+        torch = self._torch
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        if self.model.dtype != torch.float32:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        kwargs = generation_kwargs(self.config.generation, self.tokenizer)
+        with torch.inference_mode(), autocast_context(self.device, self.config.amp):
+            ids = self.model.generate(**inputs, **kwargs)
+        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
+def strip_prompt(text: str, prompt: str | None) -> str:
+    """Models such as BLIP echo the prompt; the caption is what follows it."""
+    if prompt and text.lower().startswith(prompt.strip().lower()):
+        return text[len(prompt.strip()):].strip()
+    return text
