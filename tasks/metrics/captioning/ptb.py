@@ -222,11 +222,14 @@ def _rules() -> list[tuple[str, str | tuple[str, ...], str | None, str]]:
     insentp = "[,;:\u3001]"
     ab_month = "jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec"
     ab_days = "mon|tue|tues|wed|thu|thurs|fri"
-    ab_state = (_ci("ala|ariz") + "|[A]z|[A]rk|" + _ci("calif|colo|conn|ct|dak") + "|[D]el|"
-                + _ci("fla|ga") + "|[I]ll|" + _ci("ind|kans?|ky") + "|[L]a|[M]ass|"
-                + _ci("md|mich|minn") + "|[M]iss|" + _ci("mo|mont|neb|nev|okla") + "|[O]re|[P]a|"
-                + _ci("penn|tenn") + "|[T]ex|" + _ci("va|vt") + "|[W]ash|" + _ci("wisc?|wyo"))
-    ab_comp = _ci("inc|cos?|corp") + "|" + _ci("p") + "p?" + _ci("t") + "[ye]s?|" + _ci(
+    # "[A]z" in JFlex: that first letter is case-sensitive, the rest of the literal is not.
+    ab_state = "|".join(
+        (w[1] + _ci(w[3:]) if w.startswith("[") else _ci(w))
+        for w in ("ala", "ariz", "[A]z", "[A]rk", "calif", "colo", "conn", "ct", "dak", "[D]el",
+                  "fla", "ga", "[I]ll", "ind", "kans?", "ky", "[L]a", "[M]ass", "md", "mich",
+                  "minn", "[M]iss", "mo", "mont", "neb", "nev", "okla", "[O]re", "[P]a", "penn",
+                  "tenn", "[T]ex", "va", "vt", "[W]ash", "wisc?", "wyo"))
+    ab_comp = _ci("inc|cos?|corp|pp?t") + "[ye]" + _ci("s?") + "|" + _ci(
         "ltd|plc|rt|bancorp|dept|bhd|assn|univ|intl|sys")
     ab_num = _ci("tel|est|ext|sq")
     ab_ptit = _ci("jr|sr|bros|(?:ed|ph)\\.d|blvd|rd|esq")
@@ -235,7 +238,7 @@ def _rules() -> list[tuple[str, str | tuple[str, ...], str | None, str]]:
     ab_title = _ci(
         "mr|mrs|ms|drs?|profs?|sens?|reps?|attys?|lt|col|gen|messrs|govs?|adm|rev|maj|sgt|"
         "cpl|pvt|capt|ste?|ave|pres|lieut|hon|brig|co?mdr|pfc|spc|supts?|det|mt|ft|adj|adv|asst|"
-        "assoc|ens|insp|mlle|mme|msgr|sfc") + "|[M]iss"
+        "assoc|ens|insp|mlle|mme|msgr|sfc") + "|M" + _ci("iss")
     ab_comp2 = _ci("invt|elec|natl") + "|" + _ci("m") + "[ft]" + _ci("g")
     abbrev4 = (f"(?:{acro}|{ab_title}|" + _ci("vs|alex|wm|jos|cie|a\\.k\\.a|cf|treas|ph")
                + f"|{ab_comp2}|[A-Za-z])")
@@ -259,10 +262,12 @@ def _rules() -> list[tuple[str, str | tuple[str, ...], str | None, str]]:
     )
     fulluri_body = r"[^ \t\n\f\r\"<>|()]"
     fulluri_end = r"[^ \t\n\f\r\"<>|.!?(){},\-]"
-    likelyurl = (
-        r"(?:(?:www\.(?:[^ \t\n\f\r\"<>|.!?(){},]+\.)+[a-zA-Z]{2,4})|(?:(?:[^ \t\n\f\r\"`'<>|.!?(){},-_$]+\.)+"
-        + _ci("com|net|org|edu") + r"))(?:\/[^ \t\n\f\r\"<>|()]+[^ \t\n\f\r\"<>|.!?(){},\-])?"
-    )
+    url_host = r"[^ \t\n\f\r\"<>|.!?(){},]+"
+    # ",-_" is a range in JFlex as in Python: it excludes digits and upper-case letters.
+    url_name = r"[^ \t\n\f\r\"`'<>|.!?(){},-_$]+"
+    url_path = r"(?:\/[^ \t\n\f\r\"<>|()]+[^ \t\n\f\r\"<>|.!?(){},\-])?"
+    likelyurl = (f"(?:{_ci('www')}\\.(?:{url_host}\\.)+[a-zA-Z]{{2,4}}|(?:{url_name}\\.)+"
+                 f"{_ci('com|net|org|edu')}){url_path}")
     email = ("(?:" + _ci("&lt;") + r"|<)?[a-zA-Z0-9][^ \t\n\f\r\"<>|(){}\u00a0]*@"
              r"(?:[^ \t\n\f\r\"<>|(){}.\u00a0]+\.)*[^ \t\n\f\r\"<>|(){}.\u00a0]+"
              "(?:" + _ci("&gt;") + "|>)?")
@@ -270,7 +275,7 @@ def _rules() -> list[tuple[str, str | tuple[str, ...], str | None, str]]:
     return [
         ("prog_langs", _ci("c\\+\\+|[cf]#"), None, "keep"),
         ("assim3", _ci("cannot|'twas"), None, "assim3"),
-        ("assim2", f"{apos}{_ci('tis')}|" + _ci("gonna|gotta|lemme|gimme|wanna"), None, "assim2"),
+        ("assim2", _ci("'tis|gonna|gotta|lemme|gimme|wanna"), None, "assim2"),
         ("sgml", sgml, None, "nbsp"),
         ("spmdash", "&" + _ci("md|mdash|ndash") + ";|[\u0096\u0097\u2013\u2014\u2015]", None,
          "mdash"),
