@@ -72,6 +72,56 @@ def cmd_score_retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metric_names(text: str | None) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()] if text else []
+
+
+def _print_scored(task: str, inputs, ids: list[str], skipped_ids: dict[str, str],
+                  metrics: list[str], options: dict | None = None) -> int:
+    """Run the task's metrics and print {"metrics", "per_sample", ...} as one JSON document."""
+    from tasks.kinds.base import run_metrics
+
+    run = run_metrics(task, metrics, inputs, options or {})
+    per_sample = {
+        item: {name: _plain(values[row]) for name, values in run.per_sample.items()}
+        for row, item in enumerate(ids)
+    }
+    document = {"metrics": run.metrics, "per_sample": per_sample}
+    if run.skipped:
+        document["skipped_metrics"] = run.skipped
+    if skipped_ids:
+        document["skipped"] = skipped_ids
+    if run.warnings:
+        document["warnings"] = run.warnings
+    json.dump(document, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def _require(ids: list[str], skipped: dict[str, str]) -> None:
+    if not ids:
+        raise ValueError(f"no id has both a prediction and ground truth ({len(skipped)} ids "
+                         "unmatched): check that both files use the same ids")
+
+
+def cmd_score_captioning(args: argparse.Namespace) -> int:
+    from tasks.metrics.captioning import CaptionInputs
+    from tasks.scoring_io import align, read_mapping
+
+    predictions = read_mapping(args.predictions, ("caption", "prediction", "text"))
+    references = read_mapping(args.references, ("captions", "caption", "references"),
+                              many=True)
+    ids, skipped = align(predictions, references)
+    _require(ids, skipped)
+    inputs = CaptionInputs(ids=ids, predictions=[str(predictions[i]) for i in ids],
+                           references=[[str(r) for r in references[i]] for i in ids])
+    return _print_scored("captioning", inputs, ids, skipped, _metric_names(args.metrics))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bifocal", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
     retrieval.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10])
     retrieval.add_argument("--per-sample", action="store_true", help="include per-sample ranks")
     retrieval.set_defaults(handler=cmd_score_retrieval)
+
+    captioning = kinds.add_parser("captioning", help="caption metrics (coco-caption parity)")
+    captioning.add_argument("--predictions", required=True, metavar="P",
+                            help="id -> caption (JSON object, COCO results list, JSONL or CSV)")
+    captioning.add_argument("--references", required=True, metavar="R",
+                            help="id -> list of captions (JSON, COCO annotations, JSONL or CSV)")
+    captioning.add_argument("--metrics", default=None,
+                            help="comma-separated, e.g. bleu,meteor,rouge_l,cider (default all)")
+    captioning.set_defaults(handler=cmd_score_captioning)
     return parser
 
 

@@ -21,6 +21,7 @@ class ConfigError(ValueError):
 
 class TaskKind(StrEnum):
     retrieval = "retrieval"
+    captioning = "captioning"
 
 
 class _Strict(BaseModel):
@@ -177,6 +178,16 @@ class EvalConfig(_Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     work_dir: str = Field(".bifocal/work", description="Run folders and the inference cache.")
     seed: int = Field(0, description="Global seed (sampling, generation).")
+
+    @model_validator(mode="after")
+    def _model_fits_task(self) -> EvalConfig:
+        from tasks.kinds import get_task_kind
+
+        allowed = get_task_kind(self.task.value).model_kinds
+        if allowed and self.model.kind not in allowed:
+            raise ValueError(f"task {self.task.value!r} needs model.kind in {list(allowed)}, "
+                             f"got {self.model.kind!r}")
+        return self
 
     @model_validator(mode="after")
     def _metrics_match_task(self) -> EvalConfig:

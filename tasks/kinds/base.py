@@ -35,9 +35,57 @@ class TaskKindSpec:
     infer: Callable[..., Any]
     score: Callable[..., Scores]
     display_columns: tuple[str, ...] = ()  # per-sample columns worth showing in reports
+    model_kinds: tuple[str, ...] = ()  # adapters that can run this kind
+    # how many model inputs an item table holds (for the progress bar)
+    count_inputs: Callable[[Any], int] = len
 
 
 TASK_KINDS: Registry[TaskKindSpec] = Registry("task kind")
+
+
+@dataclass
+class MetricRun:
+    metrics: dict[str, float] = field(default_factory=dict)
+    higher_is_better: dict[str, bool] = field(default_factory=dict)
+    per_sample: dict[str, Any] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_metrics(task: str, names: list[str], inputs: Any,
+                options: dict[str, dict[str, Any]]) -> MetricRun:
+    """Run the configured metrics (default: all of the task); a metric that cannot run on these
+    inputs is recorded as skipped with its reason instead of failing the evaluation."""
+    from tasks.metrics import get_metric, metrics_for_task
+
+    specs = [get_metric(n) for n in names] or metrics_for_task(task)
+    run = MetricRun()
+    for spec in specs:
+        try:
+            result = spec(inputs, **options.get(spec.name, {}))
+        except ValueError as error:
+            run.skipped[spec.name] = str(error)
+            continue
+        if result.skipped:
+            run.skipped[spec.name] = result.skipped
+            continue
+        run.metrics |= result.corpus
+        run.higher_is_better |= {k: spec.outputs.get(k, not k.endswith("_rank"))
+                                 for k in result.corpus}
+        run.per_sample |= result.per_sample
+        run.warnings += [f"{spec.name}: {w}" for w in result.extra.get("warnings", [])]
+        run.extra[spec.name] = {k: v for k, v in result.extra.items() if k != "warnings"}
+    return run
+
+
+def status_columns(table: Any, ok: Any, failures: dict[int, str]) -> Any:
+    """Add ``status`` (scored / failed) and ``reason`` columns to a per-item table."""
+    import numpy as np
+
+    table["status"] = np.where(ok, "scored", "failed")
+    table["reason"] = [failures.get(i, "") for i in range(len(table))]
+    return table
 
 
 def register_task_kind(spec: TaskKindSpec) -> TaskKindSpec:

@@ -11,8 +11,13 @@ import pandas as pd
 from tasks.config import EvalConfig
 from tasks.data.base import DatasetRef, write_parquet
 from tasks.inference import InferenceRef, run_sharded
-from tasks.kinds.base import Scores, TaskKindSpec, register_task_kind
-from tasks.metrics import get_metric, metrics_for_task
+from tasks.kinds.base import (
+    Scores,
+    TaskKindSpec,
+    register_task_kind,
+    run_metrics,
+    status_columns,
+)
 from tasks.metrics.retrieval import RetrievalInputs
 from tasks.models import load_adapter
 from tasks.models.base import model_fingerprint, resolve_model_path
@@ -81,22 +86,10 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
     new_index = np.cumsum(ok_items) - 1
     inputs = RetrievalInputs(images[ok_items], texts[ok_texts], new_index[text_owner[ok_texts]])
 
-    specs = [get_metric(n) for n in config.metrics] or metrics_for_task("retrieval")
-    metrics, higher, warnings, skipped = {}, {}, [], {}
-    per_sample: dict[str, np.ndarray] = {}
-    for spec in specs:
-        result = spec(inputs, **config.metric_options.get(spec.name, {}))
-        if result.skipped:
-            skipped[spec.name] = result.skipped
-            continue
-        metrics |= result.corpus
-        higher |= {k: spec.outputs.get(k, not k.endswith("_rank")) for k in result.corpus}
-        warnings += result.extra.get("warnings", [])
-        per_sample |= result.per_sample
+    run = run_metrics("retrieval", config.metrics, inputs, config.metric_options)
+    per_sample, warnings = run.per_sample, run.warnings
 
-    table = items.drop(columns=["image_sha256"]).copy()
-    table["status"] = np.where(ok_items, "scored", "failed")
-    table["reason"] = [inference.failures.get(i, "") for i in range(len(items))]
+    table = status_columns(items.drop(columns=["image_sha256"]), ok_items, inference.failures)
     i2t = np.zeros(len(items), dtype=np.int64)
     i2t[ok_items] = per_sample.get("i2t_rank", np.zeros(ok_items.sum(), np.int64))
     table["i2t_rank"] = i2t
@@ -118,9 +111,11 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
     protocol = protocol_warning(dataset.protocol, int(ok_items.sum()), int(ok_texts.sum()))
     warnings += [protocol] if protocol else []
     return Scores(
-        metrics=metrics, higher_is_better=higher, per_sample_path=str(out / "per_sample.parquet"),
+        metrics=run.metrics, higher_is_better=run.higher_is_better,
+        per_sample_path=str(out / "per_sample.parquet"),
         extra_tables={"texts": str(out / "per_sample_texts.parquet")},
-        review_column="i2t_rank", review_worst_is_high=True, skipped=skipped, warnings=warnings,
+        review_column="i2t_rank", review_worst_is_high=True, skipped=run.skipped,
+        warnings=warnings,
         counts={"images_scored": int(ok_items.sum()), "texts_scored": int(ok_texts.sum()),
                 "failed": int((~ok_items).sum())},
     )
@@ -128,5 +123,6 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
 
 register_task_kind(TaskKindSpec(
     name="retrieval", infer=infer, score=score,
-    display_columns=("i2t_rank", "best_t2i_rank"),
+    display_columns=("i2t_rank", "best_t2i_rank"), model_kinds=("dual_encoder",),
+    count_inputs=lambda items: len(items) + int(items["captions"].map(len).sum()),
 ))

@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,8 @@ def cache_hub_dataset(cache: Path, name: str, source: Path) -> None:
 
     org, short = name.split("/")
     write_dataset(source, n=3)
-    images = [str(source / "images" / f"{i:03d}.png") for i in range(3)]
+    images = [{"bytes": (source / "images" / f"{i:03d}.png").read_bytes(), "path": f"{i:03d}.png"}
+              for i in range(3)]  # embedded, as in Hub parquet files
     table = datasets.Dataset.from_dict({"image": images,
                                         "captions": [[f"caption {i}"] for i in range(3)]})
     table.cast_column("image", datasets.Image()).to_parquet(source / "test.parquet")
@@ -80,7 +82,7 @@ def test_cached_hub_dataset_by_name_loads_offline(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)  # the source forces it on
     cache_hub_dataset(tmp_path / "hf-cache", "bifocal-test/tiny", tmp_path / "src")
-    (tmp_path / "src" / "images" / "000.png").unlink()  # bytes are embedded in the cache
+    shutil.rmtree(tmp_path / "src")  # only the cache is left
 
     config = dict(source="hf", path="bifocal-test/tiny", split="test",
                   columns={"id": None, "label": None})

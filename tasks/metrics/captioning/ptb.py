@@ -229,7 +229,7 @@ def _rules() -> list[tuple[str, str | tuple[str, ...], str | None, str]]:
                   "fla", "ga", "[I]ll", "ind", "kans?", "ky", "[L]a", "[M]ass", "md", "mich",
                   "minn", "[M]iss", "mo", "mont", "neb", "nev", "okla", "[O]re", "[P]a", "penn",
                   "tenn", "[T]ex", "va", "vt", "[W]ash", "wisc?", "wyo"))
-    ab_comp = _ci("inc|cos?|corp|pp?t") + "[ye]" + _ci("s?") + "|" + _ci(
+    ab_comp = _ci("inc|cos?|corp") + "|" + _ci("pp?t") + "[ye]" + _ci("s?") + "|" + _ci(
         "ltd|plc|rt|bancorp|dept|bhd|assn|univ|intl|sys")
     ab_num = _ci("tel|est|ext|sq")
     ab_ptit = _ci("jr|sr|bros|(?:ed|ph)\\.d|blvd|rd|esq")
@@ -548,15 +548,15 @@ def _is_cased(ch: str) -> bool:
 
 
 def _is_word_char(ch: str) -> bool:
-    return ch.isalnum() or ch == "_" or unicodedata.category(ch).startswith("M")
+    return ch.isalnum() or unicodedata.category(ch).startswith("M")
 
 
 def _joins(left: str, mid: str, right: str) -> bool:
     """Whether ``mid`` between two word characters keeps them in one word (Java BreakIterator,
     approximately)."""
-    if mid not in "-'\".\u2013" or not (_is_word_char(left) and _is_word_char(right)):
+    if mid not in "-'\"._\u2013" or not (_is_word_char(left) and _is_word_char(right)):
         return False
-    return mid != "." or left.isdigit() == right.isdigit()
+    return mid not in "._" or left.isdigit() == right.isdigit()
 
 
 def _word_around(token: str, i: int) -> tuple[str, str]:
