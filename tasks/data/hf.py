@@ -111,7 +111,8 @@ def _open(config: DatasetConfig) -> tuple[object, Path, str]:
         raise DataError(f"dataset folder not found: {folder}")
     root = Path(config.root).expanduser() if config.root else datasets.config.HF_DATASETS_CACHE
     loaded = _load_cached(config.path, config.revision)
-    return loaded, Path(root), f"hf://datasets/{config.path}"
+    # an https URL: MLflow has a dataset source type for it (none for hf://)
+    return loaded, Path(root), f"https://huggingface.co/datasets/{config.path}"
 
 
 @register_source("hf")

@@ -7,6 +7,7 @@ with the inputs' sample order, and a skip reason when it cannot run here (e.g. n
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,15 @@ from typing import Any
 import numpy as np
 
 from tasks.registry import Registry
+
+
+def safe_key_part(name: str) -> str:
+    """A free-form name (class, answer type) as one MLflow-safe metric-key segment.
+
+    Characters outside ``[\\w.-]`` become "_": "yes/no" -> "yes_no", "golden retriever" ->
+    "golden_retriever", so one name is always one key segment.
+    """
+    return re.sub(r"[^\w.\-]", "_", name) or "_"
 
 
 @dataclass

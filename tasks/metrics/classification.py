@@ -15,24 +15,15 @@ this; scikit-learn itself is a test-only dependency). Conventions:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from tasks.metrics.base import MetricResult, register_metric
+from tasks.metrics.base import MetricResult, register_metric, safe_key_part
 
 TOP_K = 5
 
-
-def safe_key_part(name: str) -> str:
-    """A class name as one MLflow-safe key segment: characters outside ``[\\w.-]`` become "_".
-
-    Same rule as ``tasks.metrics.vqa.safe_key_part``: "/" and spaces are replaced too, so a
-    class is always one path segment ("golden retriever" -> "golden_retriever").
-    """
-    return re.sub(r"[^\w.\-]", "_", name) or "_"
 
 
 @dataclass

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.metrics.base import MetricResult, register_metric
+from tasks.metrics.base import MetricResult, register_metric, safe_key_part
 
 # --- normalisation tables of the official script (master), same content, reformatted ---
 
@@ -167,14 +167,6 @@ class VQAInputs:
             if isinstance(answers, str) or len(answers) == 0:
                 raise ValueError(f"VQAInputs: question {qid!r} needs a non-empty list of answers")
 
-
-def safe_key_part(name: str) -> str:
-    """A type name as one MLflow-safe key segment: characters outside ``[\\w.-]`` become "_".
-
-    "/" and spaces are MLflow-legal but are replaced too, so one type is one path segment:
-    "yes/no" -> "yes_no", "what color is the" -> "what_color_is_the".
-    """
-    return re.sub(r"[^\w.\-]", "_", name) or "_"
 
 
 def _per_type(

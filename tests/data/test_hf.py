@@ -88,7 +88,8 @@ def test_cached_hub_dataset_by_name_loads_offline(tmp_path: Path, monkeypatch):
                   columns={"id": None, "label": None})
     data = load_dataset(DatasetConfig(**config, revision=REVISION))
     assert data.items["captions"].tolist() == [["caption 0"], ["caption 1"], ["caption 2"]]
-    assert data.source_uri == "hf://datasets/bifocal-test/tiny" and data.rejects.empty
+    assert data.source_uri == "https://huggingface.co/datasets/bifocal-test/tiny"
+    assert data.rejects.empty
     assert all(Path(p).is_relative_to(tmp_path / "home") for p in data.items["image_path"])
     assert datasets.config.HF_HUB_OFFLINE is False  # restored
     with pytest.raises(DataError, match="not at revision 'main'"):

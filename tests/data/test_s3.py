@@ -1,4 +1,5 @@
 import json
+import threading
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -19,12 +20,16 @@ def s3_env(s3_server, monkeypatch, tmp_path: Path):
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("BIFOCAL_HOME", str(tmp_path / "home"))
     calls: Counter[str] = Counter()
+    lock = threading.Lock()
     real = s3_source.s3_client
+
+    def count(model, **_) -> None:
+        with lock:  # images are fetched from several threads
+            calls[model.name] += 1
 
     def counting_client():
         client = real()
-        client.meta.events.register("before-call.s3.*", lambda model, **_: calls.update([
-            model.name]))
+        client.meta.events.register("before-call.s3.*", count)
         return client
 
     monkeypatch.setattr(s3_source, "s3_client", counting_client)
@@ -90,7 +95,8 @@ def test_s3_manifest_rejects_and_cache_reuse(s3_server, s3_env, tmp_path: Path):
 def test_s3_root_prefix_csv_manifest_and_limit(s3_server, s3_env, tmp_path: Path):
     for index in range(4):
         draw(tmp_path / "imgs" / f"{index}.png", (index * 60, 0, 0))
-    rows = [{"image": f"{i}.png", "captions": f"caption {i} {j}"} for i in range(4) for j in range(2)]
+    rows = [{"image": f"{i}.png", "captions": f"caption {i} {j}"}
+            for i in range(4) for j in range(2)]
     pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
     manifests, images = new_bucket(s3_server), new_bucket(s3_server)
     s3_server.client().upload_file(str(tmp_path / "m.csv"), manifests, "lists/m.csv")
