@@ -65,7 +65,7 @@ def export_report(config: EvalConfig, report: dict[str, Any], dataset: DatasetRe
     folder = run_dir / "report"
     write_report(folder, report, per_sample, scores.extra_tables, review_csv,
                  dataset.load_rejects(), config.report.formats, examples,
-                 list(get_task_kind(config.task.value).display_columns))
+                 list(get_task_kind(config.task.value).display_columns), scores.files)
     name = re.sub(r"[^\w.\-@]+", "_", report["run_name"]) + "-" + report["mlflow_run_id"][:8]
     return publish_folder(folder, f"{config.report.destination.rstrip('/')}/{name}")
 

@@ -22,6 +22,7 @@ class ConfigError(ValueError):
 class TaskKind(StrEnum):
     retrieval = "retrieval"
     captioning = "captioning"
+    zero_shot_classification = "zero_shot_classification"
 
 
 class _Strict(BaseModel):
@@ -83,8 +84,9 @@ class ModelConfig(_Strict):
 class ColumnMapping(_Strict):
     id: str | None = Field("id", description="Column with a unique item id (row number if absent).")
     image: str = Field("image", description="Column with the image path, relative to the root.")
-    captions: str = Field(
-        "captions", description="Column with the caption(s): a list, or one string per row."
+    captions: str | None = Field(
+        "captions", description="Column with the caption(s) / answers: a list, or one string per "
+        "row. Null for datasets without texts (classification)."
     )
     label: str | None = Field("label", description="Optional class-label column.")
 
@@ -120,6 +122,24 @@ class DatasetConfig(_Strict):
 
         if value not in SOURCES.names():
             raise ValueError(f"unknown data source {value!r}; known: {', '.join(SOURCES.names())}")
+        return value
+
+
+class ZeroShotConfig(_Strict):
+    class_names: list[str] | None = Field(
+        None, description="Class names (the labels' values); default: the dataset's labels."
+    )
+    templates: list[str] = Field(
+        default_factory=lambda: ["a photo of a {}."],
+        description="Prompt templates, {} = class name; text embeddings are averaged over "
+        "templates as in CLIP.",
+    )
+
+    @field_validator("templates")
+    @classmethod
+    def _placeholder(cls, value: list[str]) -> list[str]:
+        if not value or any("{}" not in t for t in value):
+            raise ValueError("give at least one template, each with a {} placeholder")
         return value
 
 
@@ -173,6 +193,9 @@ class EvalConfig(_Strict):
         default_factory=dict, description="Options per metric name, e.g. {retrieval: {ks: [1,5]}}."
     )
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    zero_shot: ZeroShotConfig = Field(
+        default_factory=ZeroShotConfig, description="Zero-shot classification prompts."
+    )
     review: ReviewConfig = Field(default_factory=ReviewConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
@@ -191,14 +214,14 @@ class EvalConfig(_Strict):
 
     @model_validator(mode="after")
     def _metrics_match_task(self) -> EvalConfig:
+        from tasks.kinds import get_task_kind
         from tasks.metrics import get_metric
 
+        task = get_task_kind(self.task.value).metric_task
         for name in self.metrics:
             spec = get_metric(name)
-            if spec.task != self.task.value:
-                raise ValueError(
-                    f"metric {name!r} is for task {spec.task!r}, not {self.task.value!r}"
-                )
+            if spec.task != task:
+                raise ValueError(f"metric {name!r} is for task {spec.task!r}, not {task!r}")
         return self
 
 

@@ -70,3 +70,18 @@ def test_json_schema_has_descriptions_for_the_ui_form():
     model = schema["$defs"]["ModelConfig"]["properties"]
     assert model["dtype"]["enum"] == ["auto", "float32", "float16", "bfloat16"]
     assert all("description" in field for field in model.values())
+
+
+def test_model_kind_must_fit_the_task():
+    with pytest.raises(ConfigError, match="task 'captioning' needs model.kind in"):
+        build_config(BASE, ["task=captioning"])
+    assert build_config(BASE, ["task=captioning", "model.kind=captioner"]).model.kind == \
+        "captioner"
+    with pytest.raises(ConfigError, match="metric 'retrieval' is for task 'retrieval', not "
+                                          "'classification'"):
+        build_config(BASE, ["task=zero_shot_classification", "metrics=[retrieval]"])
+
+
+def test_zero_shot_templates_need_a_placeholder():
+    with pytest.raises(ConfigError, match="zero_shot.templates"):
+        build_config(BASE, ["task=zero_shot_classification", "zero_shot.templates=[a photo]"])

@@ -120,18 +120,22 @@ def _group_caption_rows(rows: pd.DataFrame, image_col: str, caption_col: str) ->
 def normalize(raw: RawTable, config: DatasetConfig) -> Dataset:
     cols = config.columns
     rows = raw.rows
-    for required in (cols.image, cols.captions):
+    for required in filter(None, (cols.image, cols.captions)):
         if required not in rows.columns:
             raise DataError(
                 f"column {required!r} not found in {raw.source_uri}; columns are "
                 f"{list(rows.columns)} (set dataset.columns to map them)"
             )
-    rows = _group_caption_rows(rows, cols.image, cols.captions)
+    if cols.captions:
+        rows = _group_caption_rows(rows, cols.image, cols.captions)
     if config.limit is not None:
         rows = rows.iloc[: config.limit]
     rows_in = len(rows) + len(raw.rejects)  # after grouping caption rows into items
     rejects = list(raw.rejects)
     mapped = {cols.id, cols.image, cols.captions, cols.label}
+    # unmapped columns that share a name with an item column are kept under "source_<name>"
+    rows = rows.rename(columns={c: f"source_{c}" for c in rows.columns
+                                if c in ITEM_COLUMNS and c not in mapped})
     meta_cols = [c for c in rows.columns if c not in mapped]
     paths, candidates = _resolve_paths(rows, raw.root, cols.image, rejects, cols.id)
     hashes = _check_images([p for _, p in candidates])
@@ -149,14 +153,16 @@ def normalize(raw: RawTable, config: DatasetConfig) -> Dataset:
         if item_id in seen_ids:
             rejects.append(_reject(row_number, item_id, "item", "duplicate item id"))
             continue
-        captions = _captions(record[cols.captions], config.caption_separator)
-        kept = [c for c in captions if c]
-        if len(kept) < len(captions):
-            rejects.append(_reject(row_number, item_id, "caption",
-                                   f"{len(captions) - len(kept)} empty caption(s) dropped"))
-        if not kept:
-            rejects.append(_reject(row_number, item_id, "item", "no caption"))
-            continue
+        kept: list[str] = []
+        if cols.captions:
+            captions = _captions(record[cols.captions], config.caption_separator)
+            kept = [c for c in captions if c]
+            if len(kept) < len(captions):
+                rejects.append(_reject(row_number, item_id, "caption",
+                                       f"{len(captions) - len(kept)} empty caption(s) dropped"))
+            if not kept:
+                rejects.append(_reject(row_number, item_id, "item", "no caption"))
+                continue
         seen_ids.add(item_id)
         label = record.get(cols.label) if cols.label else None
         items.append({

@@ -23,6 +23,7 @@ class Scores:
     review_column: str  # per-sample column ranking items from worst to best
     review_worst_is_high: bool
     extra_tables: dict[str, str] = field(default_factory=dict)  # name -> parquet path
+    files: dict[str, str] = field(default_factory=dict)  # other report files: name -> path
     skipped: dict[str, str] = field(default_factory=dict)  # metric -> reason
     warnings: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
@@ -36,6 +37,7 @@ class TaskKindSpec:
     score: Callable[..., Scores]
     display_columns: tuple[str, ...] = ()  # per-sample columns worth showing in reports
     model_kinds: tuple[str, ...] = ()  # adapters that can run this kind
+    metric_task: str = ""  # task name of its metrics in the registry (default: the kind's name)
     # how many model inputs an item table holds (for the progress bar)
     count_inputs: Callable[[Any], int] = len
 
@@ -89,5 +91,7 @@ def status_columns(table: Any, ok: Any, failures: dict[int, str]) -> Any:
 
 
 def register_task_kind(spec: TaskKindSpec) -> TaskKindSpec:
+    if not spec.metric_task:
+        object.__setattr__(spec, "metric_task", spec.name)
     TASK_KINDS.register(spec.name, spec)
     return spec

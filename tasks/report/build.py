@@ -24,6 +24,7 @@ def write_report(
     formats: list[ReportFormat],
     examples: pd.DataFrame,
     display_columns: list[str],
+    files: dict[str, str] | None = None,
 ) -> list[Path]:
     """Write every requested format into ``folder``; return the written files."""
     from tasks.report.html import render
@@ -41,6 +42,8 @@ def write_report(
             target = folder / f"per_sample_{name}.parquet"
             shutil.copyfile(path, target)
             written.append(target)
+    for name, path in (files or {}).items():
+        written.append(Path(shutil.copyfile(path, folder / name)))
     if ReportFormat.csv in formats:
         written.append(_csv(per_sample, folder / "per_sample.csv"))
     if len(rejects):

@@ -600,23 +600,28 @@ def _java_lower(token: str) -> str:
 # would start a new output line there; we use a space (see the module docstring).
 _LINE_BREAKS = re.compile("[\n\r\u000b\u000c\u2028\u2029]")
 
-# Anything that may make a token or a lexer context reach across whitespace inside a caption.
-# Such captions take the full lexer; the others are cut at spaces and tabs into chunks.
-_CROSS_CHUNK = re.compile(
-    # characters str.split() or the Java lexer treat as spaces, astral characters, SGML tags
-    "[\u000b\u000c\r\u001c-\u001f\u0085\u00a0\u1680\u2000-\u200f\u2028\u2029\u202f\u205f\u3000"
-    "\ufeff\U00010000-\U0010ffff<]"
-    r"|[\d)][ \t]+\d"  # "5 7/8", "(555) 555-1234", "555 555 5555"
+# Characters str.split() or the Java lexer treat as spaces, astral characters (UTF-16 pairs in
+# Java) and SGML tags (which may contain spaces): captions with these are lexed as a whole.
+_WHOLE_LINE = re.compile(
+    "[\u000b\u000c\r\u001c-\u001f\u0085\u00a0\u1680\u2000-\u200f\u2028\u2029\u202f\u205f"
+    "\u3000\ufeff\U00010000-\U0010ffff<]"
+)
+# Places where a token or a lexer context may reach from one whitespace-separated chunk into the
+# next: such chunks are lexed together (see ``_gap_is_risky``).
+_RISKY_GAP = re.compile(
+    r"[\d)][ \t]+\d"  # "5 7/8", "(555) 555-1234", "555 555 5555"
     r"|\.[ \t]+\."  # ". . ."
     r"|(?<![A-Za-z0-9])[A-Za-z]\.[ \t]+[A-Z]"  # "plan A. The": "A" then "."
-    r"|\.[ \t]\d"  # "no. 5"
-    r"|\.[ \t](?ai:ltd|lim)"  # "PTY. Ltd"
+    r"|\.[ \t]+\d"  # "no. 5"
+    r"|\.[ \t]+(?ai:ltd|lim)"  # "PTY. Ltd"
 )
+_SPACES = re.compile(r"([ \t]+)")
+_SINGLE_LETTER_DOT = re.compile(r"(?:\A|[^A-Za-z0-9])[A-Za-z]\.\Z")
 # The same kind of dependency between the end of a caption and the start of the next one.
 _ENDS_LIKE_ACRONYM = re.compile(r"(?:(?<![A-Za-z0-9])[A-Za-z]\.[ \t]*|\.)\Z")
 _STARTS_CAPITAL_OR_DIGIT = re.compile(r"[ \t]*[A-Z<\d]")
 
-_CHUNK_CACHE_LIMIT = 1_000_000
+_CACHE_LIMIT = 1_000_000
 _chunk_cache: dict[str, list[str]] = {}  # chunk followed by a space
 _final_chunk_cache: dict[str, list[str]] = {}  # last chunk of a line, followed by a newline
 
@@ -628,33 +633,59 @@ def _finish(tokens: list[str]) -> list[str]:
 
 
 def _lex_chunk(chunk: str, final: bool) -> list[str]:
+    """Tokens of a piece of a line that no token or context crosses, followed by a space (or
+    by a newline when ``final``), through a cache."""
     cache = _final_chunk_cache if final else _chunk_cache
     tokens = cache.get(chunk)
     if tokens is None:
-        if len(cache) >= _CHUNK_CACHE_LIMIT:
+        if len(cache) >= _CACHE_LIMIT:
             cache.clear()
         tokens = _finish(_lexer().lex(chunk + ("\n" if final else " "), len(chunk)))
         cache[chunk] = tokens
     return tokens
 
 
-def _needs_full_lexer(text: str, next_text: str | None) -> bool:
-    if next_text is None or _CROSS_CHUNK.search(text):
+def _gap_is_risky(left: str, right: str) -> bool:
+    """Whether lexing ``left`` and ``right`` (separated by spaces or tabs) apart may differ from
+    lexing them together. Mirrors ``_RISKY_GAP``."""
+    last, first = left[-1], right[0]
+    if first.isascii() and first.isdigit():
+        return last == ")" or last == "." or (last.isascii() and last.isdigit())
+    if last != ".":
+        return False
+    return (first == "." or right[:3].lower() in ("ltd", "lim")
+            or ("A" <= first <= "Z" and _SINGLE_LETTER_DOT.search(left) is not None))
+
+
+def _segments(text: str) -> list[str]:
+    """``text`` cut at the spaces/tabs that no token or lexer context can cross."""
+    parts = _SPACES.split(text.strip(" \t"))
+    segments = [parts[0]]
+    for k in range(1, len(parts) - 1, 2):
+        if _gap_is_risky(parts[k - 1], parts[k + 1]):
+            segments[-1] += parts[k] + parts[k + 1]
+        else:
+            segments.append(parts[k + 1])
+    return segments
+
+
+def _needs_whole_line(text: str, next_text: str | None) -> bool:
+    if next_text is None or _WHOLE_LINE.search(text):
         return True
     return bool(_ENDS_LIKE_ACRONYM.search(text) and _STARTS_CAPITAL_OR_DIGIT.match(next_text))
 
 
 def _tokenize_line(text: str, next_text: str | None) -> list[str]:
-    if not _needs_full_lexer(text, next_text):
-        chunks = text.split()
-        tokens: list[str] = []
-        for chunk in chunks[:-1]:
-            tokens.extend(_chunk_cache.get(chunk) or _lex_chunk(chunk, False))
-        if chunks:
-            tokens.extend(_lex_chunk(chunks[-1], True))
-        return tokens
-    stream = _to_utf16(text if next_text is None else f"{text}\n{next_text}")
-    return _finish(_lexer().lex(stream, len(_to_utf16(text))))
+    if _needs_whole_line(text, next_text):
+        stream = _to_utf16(text if next_text is None else f"{text}\n{next_text}")
+        return _finish(_lexer().lex(stream, len(_to_utf16(text))))
+    chunks = _segments(text) if _RISKY_GAP.search(text) else text.split()
+    tokens: list[str] = []
+    for chunk in chunks[:-1]:
+        tokens.extend(_chunk_cache.get(chunk) or _lex_chunk(chunk, False))
+    if chunks and chunks[-1]:
+        tokens.extend(_lex_chunk(chunks[-1], True))
+    return tokens
 
 
 def _clean(caption: str) -> str:

@@ -1,0 +1,139 @@
+"""METEOR 1.5 through the jar pycocoevalcap ships, driven like pycocoevalcap's ``Meteor``.
+
+One JVM per scoring call (``java -jar -Xmx2G meteor-1.5.jar - - -stdio -l en -norm``, run in
+the jar's folder so it finds its paraphrase table). For every sample a ``SCORE ||| ref 1 |||
+... ||| prediction`` line yields the sufficient statistics, then one ``EVAL ||| stats 1 ||| ...``
+line yields the per-sample scores and the corpus score (METEOR's own aggregate, not the mean of
+the sample scores). Inputs are the PTB-tokenised captions, as in ``COCOEvalCap``; the
+prediction is cleaned the way pycocoevalcap does (``|||`` removed, double spaces collapsed).
+Unlike pycocoevalcap, which waits for each answer before sending the next line, all ``SCORE``
+lines are streamed from a second thread, which gives the same numbers much faster.
+
+Without Java on PATH or without the jar the metric is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from tasks.metrics.base import MetricResult, register_metric
+from tasks.metrics.captioning.inputs import CaptionInputs
+
+METEOR_JAR = "meteor-1.5.jar"
+
+
+def find_meteor_jar() -> Path | None:
+    """``meteor-1.5.jar`` inside the installed pycocoevalcap package, if any."""
+    try:
+        spec = importlib.util.find_spec("pycocoevalcap")
+    except (ImportError, ValueError):
+        return None
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        jar = Path(folder) / "meteor" / METEOR_JAR
+        if jar.is_file():
+            return jar
+    return None
+
+
+def score_line(prediction: str, references: list[str]) -> str:
+    """pycocoevalcap's ``Meteor._stat`` request (only the prediction is cleaned)."""
+    prediction = prediction.replace("|||", "").replace("  ", " ")
+    return " ||| ".join(("SCORE", " ||| ".join(references), prediction))
+
+
+def _write_lines(stream, lines: Iterable[str], errors: list[BaseException]) -> None:
+    try:
+        for line in lines:
+            stream.write(f"{line}\n".encode())
+        stream.flush()
+    except BaseException as error:  # surfaced by the reading side
+        errors.append(error)
+
+
+class MeteorProcess:
+    """One METEOR JVM in ``-stdio`` mode; use as a context manager."""
+
+    def __init__(self, jar: Path, java: str = "java", memory: str = "2G") -> None:
+        self._stderr = tempfile.TemporaryFile()
+        self._process = subprocess.Popen(
+            [java, "-jar", f"-Xmx{memory}", str(jar), "-", "-", "-stdio", "-l", "en", "-norm"],
+            cwd=jar.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+        )
+
+    def __enter__(self) -> MeteorProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        process = self._process
+        if process.stdin and not process.stdin.closed:
+            try:
+                process.stdin.close()
+            except OSError:
+                pass
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        self._stderr.close()
+
+    def _read_line(self) -> str:
+        line = self._process.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            self._stderr.seek(0)
+            detail = self._stderr.read().decode(errors="replace").strip()[-2000:]
+            raise RuntimeError(f"METEOR stopped answering (exit code {self._process.poll()}): "
+                               f"{detail or 'no error output'}")
+        return line.decode().strip()
+
+    def score(self, predictions: list[str], references: list[list[str]]) -> tuple[float, np.ndarray]:
+        """(corpus METEOR, per-sample METEOR) for tokenised captions."""
+        stdin = self._process.stdin
+        errors: list[BaseException] = []
+        lines = (score_line(p, r) for p, r in zip(predictions, references, strict=True))
+        writer = threading.Thread(target=_write_lines, args=(stdin, lines, errors), daemon=True)
+        writer.start()
+        stats = [self._read_line() for _ in predictions]
+        writer.join()
+        if errors:
+            raise RuntimeError(f"could not send captions to METEOR: {errors[0]}") from errors[0]
+        stdin.write(("EVAL" + "".join(f" ||| {s}" for s in stats) + "\n").encode())  # type: ignore[union-attr]
+        stdin.flush()  # type: ignore[union-attr]
+        per_sample = np.array([float(self._read_line()) for _ in predictions], dtype=np.float64)
+        return float(self._read_line()), per_sample
+
+
+@register_metric(
+    "meteor",
+    task="captioning",
+    outputs={"meteor": True},
+    description="METEOR 1.5 (pycocoevalcap's jar, one JVM per call)",
+)
+def meteor_score(
+    inputs: CaptionInputs, jar: str | Path | None = None, memory: str = "2G"
+) -> MetricResult:
+    """METEOR 1.5 (pycocoevalcap's jar, one JVM per call); skipped without Java or the jar."""
+    java = shutil.which("java")
+    if java is None:
+        return MetricResult.skip("METEOR needs Java, but no 'java' executable is on PATH")
+    jar_path = Path(jar) if jar is not None else find_meteor_jar()
+    if jar_path is None or not jar_path.is_file():
+        where = str(jar_path) if jar_path else "the pycocoevalcap package (pip install pycocoevalcap)"
+        return MetricResult.skip(f"METEOR needs {METEOR_JAR}, not found in {where}")
+    if len(inputs) == 0:
+        return MetricResult(corpus={"meteor": float("nan")}, per_sample={"meteor": np.zeros(0)})
+    tokens = inputs.tokenized()
+    with MeteorProcess(jar_path, java=java, memory=memory) as process:
+        corpus, per_sample = process.score(tokens.predictions, tokens.references)
+    return MetricResult(corpus={"meteor": corpus}, per_sample={"meteor": per_sample})
