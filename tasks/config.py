@@ -23,6 +23,7 @@ class TaskKind(StrEnum):
     retrieval = "retrieval"
     captioning = "captioning"
     zero_shot_classification = "zero_shot_classification"
+    vqa = "vqa"
 
 
 class _Strict(BaseModel):
@@ -38,6 +39,16 @@ class GenerationSettings(_Strict):
     prompt: str | None = Field(
         None, description="Text the model continues (e.g. 'a picture of'); removed from outputs."
     )
+    question_template: str = Field(
+        "{question}", description="VQA prompt, e.g. 'Question: {question} Answer:'."
+    )
+
+    @field_validator("question_template")
+    @classmethod
+    def _has_question(cls, value: str) -> str:
+        if "{question}" not in value:
+            raise ValueError("must contain {question}")
+        return value
 
 
 class ModelConfig(_Strict):
@@ -143,6 +154,16 @@ class ZeroShotConfig(_Strict):
         return value
 
 
+class VQAConfig(_Strict):
+    question_column: str = Field("question", description="Dataset column with the question.")
+    question_type_column: str | None = Field(
+        "question_type", description="Optional column with the question type (per-type scores)."
+    )
+    answer_type_column: str | None = Field(
+        "answer_type", description="Optional column with the answer type (yes/no, number, ...)."
+    )
+
+
 class InferenceConfig(_Strict):
     cache: bool = Field(True, description="Reuse cached outputs with the same fingerprint.")
     shard_size: int = Field(4096, ge=1, description="Items per inference shard (cache unit).")
@@ -195,6 +216,10 @@ class EvalConfig(_Strict):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     zero_shot: ZeroShotConfig = Field(
         default_factory=ZeroShotConfig, description="Zero-shot classification prompts."
+    )
+    vqa: VQAConfig = Field(
+        default_factory=VQAConfig, description="VQA columns; dataset.columns.captions names the "
+        "human answers column."
     )
     review: ReviewConfig = Field(default_factory=ReviewConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)

@@ -54,28 +54,32 @@ def generation_kwargs(settings: GenerationSettings, tokenizer) -> dict:
 
 @register_adapter("captioner")
 class CaptionerAdapter:
-    """Generates a caption (or answer, with a prompt) per image with batched ``generate()``."""
+    """Generates a caption (or an answer, with a prompt) per image with batched ``generate()``."""
+
+    auto_class = "AutoModelForImageTextToText"
 
     def __init__(self, config: ModelConfig) -> None:
         import torch
-        from transformers import AutoModelForImageTextToText
+        import transformers
 
         self.config = config
         self.path = resolve_model_path(config)
         self.device = resolve_device(config.device)
         options = dict(trust_remote_code=config.trust_remote_code, local_files_only=True)
         self.image_processor, self.tokenizer, self.processor = load_processor(self.path, options)
+        auto = getattr(transformers, self.model_class_name())
         try:
-            self.model = AutoModelForImageTextToText.from_pretrained(
-                self.path, dtype=torch_dtype(config.dtype), **options
-            )
+            self.model = auto.from_pretrained(self.path, dtype=torch_dtype(config.dtype), **options)
         except (OSError, ValueError) as error:
             raise ModelError(f"cannot load an image-to-text model from {self.path}: {error}") \
                 from None
         self.model.to(self.device).eval()
         self._torch = torch
 
-    def _prepare(self, paths: Sequence[str], prompts: Sequence[str | None]):
+    def model_class_name(self) -> str:
+        return self.auto_class
+
+    def _decode_images(self, paths: Sequence[str]):
         images, kept, failures = [], [], {}
         for index, path in enumerate(paths):
             try:
@@ -83,20 +87,39 @@ class CaptionerAdapter:
                 kept.append(index)
             except (OSError, ValueError, SyntaxError) as error:
                 failures[index] = f"image decode failed: {error}"
+        return images, kept, failures
+
+    def _prepare(self, paths: Sequence[str], prompts: Sequence[str | None]):
+        """Decoded, preprocessed sub-batches ``[(inputs, rows)]`` plus failures by row."""
+        images, kept, failures = self._decode_images(paths)
         if not images:
-            return None, kept, failures
-        texts = [prompts[i] for i in kept]
-        if self.processor is not None and any(texts):
-            inputs = self.processor(images=images, text=[t or "" for t in texts],
-                                    return_tensors="pt", padding=True)
-        else:
-            inputs = {"pixel_values": self.image_processor(images=images,
-                                                           return_tensors="pt")["pixel_values"]}
-            if any(texts):
-                tokens = self.tokenizer([t or "" for t in texts], add_special_tokens=False,
-                                        return_tensors="pt", padding=True)
-                inputs["decoder_input_ids"] = tokens["input_ids"]
-        return dict(inputs), kept, failures
+            return [], failures
+        texts = [prompts[i] or "" for i in kept]
+        if not any(texts):
+            pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+            return [({"pixel_values": pixels}, kept)], failures
+        if self.processor is not None:  # BLIP, GIT, ...: the processor pads the prompts
+            inputs = self.processor(images=images, text=texts, return_tensors="pt", padding=True)
+            return [(dict(inputs), kept)], failures
+        return self._decoder_prompt_batches(images, kept, texts), failures
+
+    def _decoder_prompt_batches(self, images, kept, texts):
+        """Encoder-decoder models continue a decoder prompt that starts with the start token;
+        prompts of equal token length go together, so no padding sits before the answer."""
+        torch = self._torch
+        start = self.model.config.decoder_start_token_id or self.tokenizer.bos_token_id
+        groups: dict[int, list[int]] = {}
+        encoded = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        for position, ids in enumerate(encoded):
+            groups.setdefault(len(ids), []).append(position)
+        batches = []
+        for positions in groups.values():
+            pixels = self.image_processor(images=[images[p] for p in positions],
+                                          return_tensors="pt")["pixel_values"]
+            ids = torch.tensor([[start, *encoded[p]] for p in positions])
+            batches.append(({"pixel_values": pixels, "decoder_input_ids": ids},
+                            [kept[p] for p in positions]))
+        return batches
 
     def generate(self, paths: Sequence[str], prompts: Sequence[str | None] | None = None,
                  progress=None, workers: int = 2) -> Generated:
@@ -109,11 +132,11 @@ class CaptionerAdapter:
         def prepare(rows):
             return self._prepare([paths[i] for i in rows], [prompts[i] for i in rows])
 
-        for rows, (inputs, kept, batch_failures) in zip(
+        for rows, (sub_batches, batch_failures) in zip(
             batches, prefetched(batches, prepare, workers), strict=True
         ):
             failures |= {rows[i]: reason for i, reason in batch_failures.items()}
-            if inputs is not None:
+            for inputs, kept in sub_batches:
                 outputs = self._generate(inputs)
                 for local, text in zip(kept, outputs, strict=True):
                     texts[rows[local]] = strip_prompt(text, prompts[rows[local]])

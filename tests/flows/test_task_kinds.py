@@ -71,3 +71,34 @@ def test_captioning_flow(prefect_harness, tmp_path: Path, tiny_captioner_dir: Pa
     assert again["inference_cache"] == "hit" and again["metrics"] == result["metrics"]
     summary = json.loads((report / "report.json").read_text())
     assert summary["task"] == "captioning" and summary["counts"]["images_scored"] == 6
+
+
+def test_vqa_flow(prefect_harness, tmp_path: Path, tiny_captioner_dir: Path):
+    from flows.evaluate import evaluate
+    from tasks.metrics.vqa import question_accuracy
+
+    root = tmp_path / "ds"
+    write_dataset(root, n=4)
+    rows = []
+    for index, color in enumerate(["red", "green", "blue", "yellow"]):
+        rows.append({"id": f"q{index}", "image": f"images/{index:03d}.png",
+                     "question": "what color is the square", "answers": [color] * 9 + ["big"],
+                     "question_type": "what color", "answer_type": "other"})
+    rows.append({"id": "q4", "image": "images/000.png", "question": "is it a square",
+                 "answers": ["yes"] * 10, "question_type": "is it", "answer_type": "yes/no"})
+    manifest = root / "vqa.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = build_config(base_config(
+        tmp_path, task="vqa",
+        model={"kind": "vqa", "path": str(tiny_captioner_dir),
+               "generation": {"max_new_tokens": 3}},
+        dataset={"path": str(manifest), "columns": {"captions": "answers", "label": None}},
+    ))
+    result = evaluate(config)
+    per_sample = pd.read_parquet(Path(result["report"]) / "per_sample.parquet")
+    assert len(per_sample) == 5 and (per_sample["status"] == "scored").all()
+    expected = [question_accuracy(p, list(a)) for p, a in
+                zip(per_sample["prediction"], per_sample["captions"], strict=True)]
+    assert per_sample["vqa_accuracy"].tolist() == pytest.approx(expected)
+    assert result["metrics"]["vqa_accuracy"] == pytest.approx(sum(expected) / 5)
+    assert "vqa_accuracy.answer_type.yes_no" in result["metrics"]

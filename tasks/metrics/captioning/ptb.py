@@ -428,6 +428,12 @@ def _may_start(items: object, ch: str, ignorecase: bool = False) -> tuple[bool, 
     return False, True
 
 
+# An ASCII word followed by a space, ")", "}", '"' or the end: every rule agrees that
+# this is one token, except the assimilations ("gonna" -> "gon na") -- a shortcut for the lexer.
+_PLAIN_WORD = re.compile(r"[A-Za-z]+(?=[ \t\n)}\"]|,[ \t\n]|,?\Z)")
+_ASSIMILATED = frozenset(["cannot", "gonna", "gotta", "lemme", "gimme", "wanna"])
+
+
 class _Lexer:
     """JFlex-style longest match over the rules, trailing contexts counting towards the length.
 
@@ -483,7 +489,13 @@ class _Lexer:
         pos = 0
         actions = self._actions
         by_char = self._by_char
+        plain_word = _PLAIN_WORD.match
         while pos < stop:
+            word = plain_word(text, pos)
+            if word is not None and word.group().lower() not in _ASSIMILATED:
+                tokens.append(word.group())
+                pos = word.end()
+                continue
             best, best_end, best_match, best_tail = -1, -1, None, False
             for rule, pattern, has_tail in by_char.get(text[pos]) or self._candidates(text[pos]):
                 match = pattern.match(text, pos)
@@ -617,9 +629,10 @@ _RISKY_GAP = re.compile(
 )
 _SPACES = re.compile(r"([ \t]+)")
 _SINGLE_LETTER_DOT = re.compile(r"(?:\A|[^A-Za-z0-9])[A-Za-z]\.\Z")
-# The same kind of dependency between the end of a caption and the start of the next one.
-_ENDS_LIKE_ACRONYM = re.compile(r"(?:(?<![A-Za-z0-9])[A-Za-z]\.[ \t]*|\.)\Z")
-_STARTS_CAPITAL_OR_DIGIT = re.compile(r"[ \t]*[A-Z<\d]")
+# The same kind of dependency between the end of a caption and the start of the next one:
+# "plan A." + "The ..." and "no." + "5 ...".
+_ENDS_LIKE_ACRONYM = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]\.[ \t]*\Z")
+_STARTS_CAPITAL = re.compile(r"[ \t]*[A-Z<]")
 
 _CACHE_LIMIT = 1_000_000
 _chunk_cache: dict[str, list[str]] = {}  # chunk followed by a space
@@ -649,8 +662,8 @@ def _gap_is_risky(left: str, right: str) -> bool:
     """Whether lexing ``left`` and ``right`` (separated by spaces or tabs) apart may differ from
     lexing them together. Mirrors ``_RISKY_GAP``."""
     last, first = left[-1], right[0]
-    if first.isascii() and first.isdigit():
-        return last == ")" or last == "." or (last.isascii() and last.isdigit())
+    if first.isdecimal():
+        return last == ")" or last == "." or last.isdecimal()
     if last != ".":
         return False
     return (first == "." or right[:3].lower() in ("ltd", "lim")
@@ -672,7 +685,9 @@ def _segments(text: str) -> list[str]:
 def _needs_whole_line(text: str, next_text: str | None) -> bool:
     if next_text is None or _WHOLE_LINE.search(text):
         return True
-    return bool(_ENDS_LIKE_ACRONYM.search(text) and _STARTS_CAPITAL_OR_DIGIT.match(next_text))
+    if text.endswith(".") and next_text[:1].isdecimal():
+        return True
+    return bool(_ENDS_LIKE_ACRONYM.search(text) and _STARTS_CAPITAL.match(next_text))
 
 
 def _tokenize_line(text: str, next_text: str | None) -> list[str]:
