@@ -220,7 +220,25 @@ def flow_config(manifest: Path, model_dir: Path, work: Path, batch_size: int, ca
 
 
 def stage_timings(result: dict[str, Any]) -> dict[str, float]:
+    """The flow's own stage timer (report.json ``timings_s``)."""
     return json.loads((Path(result["report"]) / "report.json").read_text())["timings_s"]
+
+
+def prefect_timeline(result: dict[str, Any]) -> dict[str, float]:
+    """Seconds per Prefect task run of the flow run (and the flow run itself), from the API."""
+    from mlflow import MlflowClient
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    tags = MlflowClient(result["tracking_uri"]).get_run(result["mlflow_run_id"]).data.tags
+    flow_run_id = tags["prefect.flow_run_id"]
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(flow_run_id)
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    out = {run.name.rsplit("-", 1)[0]: run.total_run_time.total_seconds()
+           for run in sorted(runs, key=lambda r: r.start_time)}
+    return out | {"flow run (server-side)": flow_run.total_run_time.total_seconds()}
 
 
 @contextmanager
@@ -233,18 +251,38 @@ def prefect_server() -> Iterator[float]:
         yield time.perf_counter() - start
 
 
+def profile_flow(config: Any, out: Path, lines: int = 35) -> None:
+    """One more flow run under cProfile (main thread only); prints the top cumulative entries."""
+    import cProfile
+    import pstats
+
+    from flows.evaluate import evaluate
+
+    profiler = cProfile.Profile()
+    profiler.runcall(evaluate, config)
+    profiler.dump_stats(out)
+    print(f"cProfile of one flow run (cache disabled), saved to {out}:")
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(lines)
+
+
 # --- driver --------------------------------------------------------------------------------
 
 
-def timed(call: Callable[[], Any]) -> tuple[Any, float]:
-    start = time.perf_counter()
+@dataclass
+class Timed:
+    value: Any
+    wall_s: float
+    cpu_s: float  # CPU time of this process (all threads); the Prefect server is not included
+
+
+def timed(call: Callable[[], Any]) -> Timed:
+    wall, cpu = time.perf_counter(), time.process_time()
     value = call()
-    return value, time.perf_counter() - start
+    return Timed(value, time.perf_counter() - wall, time.process_time() - cpu)
 
 
-def best_of(call: Callable[[], Any], repeat: int) -> tuple[Any, float]:
-    runs = [timed(call) for _ in range(repeat)]
-    return min(runs, key=lambda run: run[1])
+def fastest(runs: list[Timed]) -> Timed:
+    return min(runs, key=lambda run: run.wall_s)
 
 
 def parse_args() -> argparse.Namespace:
@@ -253,7 +291,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--layers", type=int, default=6, help="vision transformer layers")
-    parser.add_argument("--repeat", type=int, default=1, help="runs of bare and flow; best kept")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="alternating runs of bare and flow; the fastest of each is kept")
+    parser.add_argument("--profile", action="store_true",
+                        help="finally run the flow once more under cProfile and print the top")
     parser.add_argument("--work", type=Path, default=None,
                         help="folder for data, model, MLflow and reports (default: a temp dir; "
                         "data and model are reused when the setup matches)")
@@ -273,42 +314,54 @@ def run(work: Path, args: argparse.Namespace) -> None:
     import torch
 
     setup = Setup(args.images, args.image_size, args.layers)
-    (manifest, model_dir), build_s = timed(lambda: prepare(work, setup))
+    prepared = timed(lambda: prepare(work, setup))
+    manifest, model_dir = prepared.value
     print(f"setup: {setup.images} images {setup.image_size}px x 5 captions, CLIP vision "
           f"{setup.layers} layers; batch {args.batch_size}; torch threads "
-          f"{torch.get_num_threads()}; build {build_s:.1f}s; work {work}")
-
-    bare_loop(model_dir, manifest, args.batch_size, limit=WARMUP_ITEMS)  # imports, lazy init
-    bare, bare_s = best_of(lambda: bare_loop(model_dir, manifest, args.batch_size), args.repeat)
-    print(f"bare transformers loop:            {bare_s:7.2f} s")
+          f"{torch.get_num_threads()}; build {prepared.wall_s:.1f}s; work {work}")
 
     from flows.evaluate import evaluate
 
-    with prefect_server() as startup_s:
-        print(f"prefect temporary server start-up: {startup_s:7.2f} s (one-off per process)")
-        tiny = flow_config(manifest, model_dir, work, args.batch_size, cache=False,
-                           limit=WARMUP_ITEMS, run_folder="warmup")
-        _, warmup_s = timed(lambda: evaluate(tiny))
-        print(f"warm-up flow ({WARMUP_ITEMS} items, first flow of the process, creates the "
-              f"MLflow db): {warmup_s:.2f} s")
-        config = flow_config(manifest, model_dir, work, args.batch_size, cache=False)
-        flow, flow_s = best_of(lambda: evaluate(config), args.repeat)
-        print(f"evaluate flow (cache disabled):    {flow_s:7.2f} s")
-        cached_config = flow_config(manifest, model_dir, work, args.batch_size, cache=True)
-        cached, cached_s = timed(lambda: evaluate(cached_config))
-        print(f"evaluate flow (cached re-run):     {cached_s:7.2f} s "
-              f"(inference cache: {cached['inference_cache']})")
+    def bare() -> dict[str, float]:
+        return bare_loop(model_dir, manifest, args.batch_size)
 
-    print("flow stage timings (s):", stage_timings(flow))
-    print("cached stage timings (s):", stage_timings(cached))
-    stages = sum(stage_timings(flow).values())
-    print(f"flow time outside the timed stages (MLflow start/params/track, artifacts, Prefect): "
-          f"{flow_s - stages:.2f} s")
+    def flow(cache: bool, limit: int | None = None, folder: str = "flow-work") -> Timed:
+        config = flow_config(manifest, model_dir, work, args.batch_size, cache, limit, folder)
+        return timed(lambda: evaluate(config))
+
+    with prefect_server() as startup_s:
+        print(f"prefect temporary server start-up:   {startup_s:7.2f} s (one-off per process)")
+        warm_bare = timed(lambda: bare_loop(model_dir, manifest, args.batch_size, WARMUP_ITEMS))
+        warm_flow = flow(cache=False, limit=WARMUP_ITEMS, folder="warmup")
+        print(f"warm-up on {WARMUP_ITEMS} items: bare {warm_bare.wall_s:.2f} s, flow "
+              f"{warm_flow.wall_s:.2f} s (first flow of the process; creates the MLflow db)")
+        bare_runs, flow_runs = [], []
+        for index in range(args.repeat):
+            bare_runs.append(timed(bare))
+            flow_runs.append(flow(cache=False))
+            print(f"run {index + 1}: bare {bare_runs[-1].wall_s:7.2f} s "
+                  f"(cpu {bare_runs[-1].cpu_s:6.1f} s)   flow, cache disabled "
+                  f"{flow_runs[-1].wall_s:7.2f} s (cpu {flow_runs[-1].cpu_s:6.1f} s)")
+        cached = flow(cache=True)
+        best_bare, best_flow = fastest(bare_runs), fastest(flow_runs)
+        timeline = prefect_timeline(best_flow.value)
+        if args.profile:
+            profile_flow(flow_config(manifest, model_dir, work, args.batch_size, False),
+                         work / "flow.prof")
+
+    bare_s, flow_s = best_bare.wall_s, best_flow.wall_s
+    print(f"bare transformers loop:              {bare_s:7.2f} s")
+    print(f"evaluate flow (cache disabled):      {flow_s:7.2f} s")
+    print(f"evaluate flow (cached re-run):       {cached.wall_s:7.2f} s "
+          f"(inference cache: {cached.value['inference_cache']})")
+    print("flow stage timings, report.json (s):", stage_timings(best_flow.value))
+    print("flow Prefect task runs (s):", {k: round(v, 3) for k, v in timeline.items()})
+    print("cached re-run stage timings (s):", stage_timings(cached.value))
     print(f"(a) overhead ratio flow/bare, excluding server start-up: {flow_s / bare_s:.3f} "
-          f"(target <= 1.10)")
+          f"(target <= 1.10; cpu-time ratio {best_flow.cpu_s / best_bare.cpu_s:.3f})")
     print(f"(b) overhead ratio flow/bare, including server start-up: "
           f"{(flow_s + startup_s) / bare_s:.3f}")
-    print_comparison(bare, flow["metrics"])
+    print_comparison(best_bare.value, best_flow.value["metrics"])
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ class TaskKind(StrEnum):
     captioning = "captioning"
     zero_shot_classification = "zero_shot_classification"
     vqa = "vqa"
+    matching = "matching"
 
 
 class _Strict(BaseModel):
@@ -51,6 +52,64 @@ class GenerationSettings(_Strict):
         return value
 
 
+class TorchModuleSettings(_Strict):
+    """A user's own ``torch.nn.Module`` (model.kind: torch_module); model.path is its weights."""
+
+    module: str = Field(
+        ..., description="'package.module:ClassName' importable from the working directory or "
+        "PYTHONPATH; forward(pixel_values, input_ids, attention_mask) or forward(pixel_values) "
+        "returns logits (B, C), (B,) or (B, 1)."
+    )
+    init_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments passed to the class."
+    )
+    tokenizer: str | None = Field(
+        None, description="Local Hugging Face tokenizer folder for text inputs (AutoTokenizer)."
+    )
+    max_length: int = Field(64, ge=1, le=65536, description="Longest tokenized text.")
+    image_size: int = Field(224, ge=1, le=8192, description="Square input size in pixels.")
+    resize: Literal["resize", "center_crop"] = Field(
+        "center_crop", description="center_crop: shorter side to image_size, then a centred "
+        "square crop; resize: plain resize to image_size x image_size (bilinear)."
+    )
+    mean: list[float] | Literal["imagenet", "dataset"] = Field(
+        "imagenet", description="Per-channel mean (RGB, [0,1] scale), imagenet, or dataset "
+        "(computed over the evaluated images after resizing)."
+    )
+    std: list[float] | Literal["imagenet", "dataset"] = Field(
+        "imagenet", description="Per-channel std (RGB, [0,1] scale), imagenet, or dataset."
+    )
+    positive_class: int = Field(
+        1, ge=0, description="Index of the 'match' class for pair scoring."
+    )
+    output: Literal["logits", "probability"] = Field(
+        "logits", description="What forward returns: logits (softmax for 2+ classes, sigmoid for "
+        "one output) or probabilities."
+    )
+
+    @field_validator("module")
+    @classmethod
+    def _module_format(cls, value: str) -> str:
+        name = r"[A-Za-z_]\w*"
+        if not re.fullmatch(rf"{name}(\.{name})*:{name}(\.{name})*", value.strip()):
+            raise ValueError("must look like 'package.module:ClassName'")
+        return value.strip()
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _three_channels(cls, value: list[float] | str) -> list[float] | str:
+        if isinstance(value, list) and len(value) != 3:
+            raise ValueError("give three values (R, G, B)")
+        return value
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, value: list[float] | str) -> list[float] | str:
+        if isinstance(value, list) and min(value) <= 0:
+            raise ValueError("std values must be positive")
+        return value
+
+
 class ModelConfig(_Strict):
     kind: str = Field(
         "dual_encoder",
@@ -73,6 +132,10 @@ class ModelConfig(_Strict):
     )
     generation: GenerationSettings = Field(
         default_factory=GenerationSettings, description="Decoding settings of generative models."
+    )
+    torch_module: TorchModuleSettings | None = Field(
+        None, description="Module, tokenizer and input transforms of a custom PyTorch model "
+        "(kind: torch_module; path is its .safetensors/.pt/.pth/.bin state dict)."
     )
 
     @field_validator("device")
@@ -164,6 +227,27 @@ class VQAConfig(_Strict):
     )
 
 
+class MatchingConfig(_Strict):
+    negatives: Literal["dataset", "random", "hard"] = Field(
+        "random", description="dataset: pairs and 0/1 labels come with the data (label_column); "
+        "random: each caption's image paired with a seeded caption of another image; hard: the "
+        "most similar caption of another image (needs a dual encoder)."
+    )
+    label_column: str = Field("match", description="0/1 column of dataset-provided pairs.")
+    negatives_per_positive: int = Field(1, ge=1, le=20, description="Drawn negatives per pair.")
+    threshold: float | None = Field(
+        None, description="Match threshold on the model's score; default: chosen for the best "
+        "accuracy on a held-out calibration part of the images."
+    )
+    calibration_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of images held out to choose the threshold."
+    )
+    hard_negative_model: str | None = Field(
+        None, description="Dual-encoder folder that mines hard negatives when the evaluated "
+        "model is not a dual encoder."
+    )
+
+
 class InferenceConfig(_Strict):
     cache: bool = Field(True, description="Reuse cached outputs with the same fingerprint.")
     shard_size: int = Field(4096, ge=1, description="Items per inference shard (cache unit).")
@@ -216,6 +300,9 @@ class EvalConfig(_Strict):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     zero_shot: ZeroShotConfig = Field(
         default_factory=ZeroShotConfig, description="Zero-shot classification prompts."
+    )
+    matching: MatchingConfig = Field(
+        default_factory=MatchingConfig, description="Image-text matching pairs and threshold."
     )
     vqa: VQAConfig = Field(
         default_factory=VQAConfig, description="VQA columns; dataset.columns.captions names the "

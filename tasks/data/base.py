@@ -106,14 +106,15 @@ def _captions(value: Any, separator: str | None) -> list[str]:
     return [" ".join(p.split()) for p in parts]
 
 
-def _group_caption_rows(rows: pd.DataFrame, image_col: str, caption_col: str) -> pd.DataFrame:
-    """One row per caption (common in CSVs) -> one row per image with a caption list."""
+def _group_caption_rows(rows: pd.DataFrame, key: str, caption_col: str) -> pd.DataFrame:
+    """One row per caption (common in CSVs) -> one row per item with a caption list; rows are
+    grouped by the id column when there is one, else by the image."""
     if rows.empty or not rows[caption_col].map(lambda v: isinstance(v, str)).all():
         return rows
-    if not rows[image_col].duplicated().any():
+    if not rows[key].duplicated().any():
         return rows
-    first = rows.drop_duplicates(image_col, keep="first").set_index(image_col)
-    first[caption_col] = rows.groupby(image_col, sort=False)[caption_col].agg(list)
+    first = rows.drop_duplicates(key, keep="first").set_index(key)
+    first[caption_col] = rows.groupby(key, sort=False)[caption_col].agg(list)
     return first.reset_index()[rows.columns]
 
 
@@ -127,7 +128,8 @@ def normalize(raw: RawTable, config: DatasetConfig) -> Dataset:
                 f"{list(rows.columns)} (set dataset.columns to map them)"
             )
     if cols.captions:
-        rows = _group_caption_rows(rows, cols.image, cols.captions)
+        key = cols.id if cols.id and cols.id in rows.columns else cols.image
+        rows = _group_caption_rows(rows, key, cols.captions)
     if config.limit is not None:
         rows = rows.iloc[: config.limit]
     rows_in = len(rows) + len(raw.rejects)  # after grouping caption rows into items

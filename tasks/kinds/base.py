@@ -38,8 +38,8 @@ class TaskKindSpec:
     display_columns: tuple[str, ...] = ()  # per-sample columns worth showing in reports
     model_kinds: tuple[str, ...] = ()  # adapters that can run this kind
     metric_task: str = ""  # task name of its metrics in the registry (default: the kind's name)
-    # how many model inputs an item table holds (for the progress bar)
-    count_inputs: Callable[[Any], int] = len
+    # how many model inputs an item table holds, given the config (for the progress bar)
+    count_inputs: Callable[[Any, Any], int] = lambda items, config: len(items)
 
 
 TASK_KINDS: Registry[TaskKindSpec] = Registry("task kind")

@@ -124,5 +124,5 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
 register_task_kind(TaskKindSpec(
     name="retrieval", infer=infer, score=score,
     display_columns=("i2t_rank", "best_t2i_rank"), model_kinds=("dual_encoder",),
-    count_inputs=lambda items: len(items) + int(items["captions"].map(len).sum()),
+    count_inputs=lambda items, config: len(items) + int(items["captions"].map(len).sum()),
 ))

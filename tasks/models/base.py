@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from tasks.config import ModelConfig
 from tasks.registry import Registry
@@ -18,6 +21,18 @@ FINGERPRINT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".json", ".txt", 
 
 class ModelError(ValueError):
     """The model cannot be found or loaded."""
+
+
+@dataclass
+class PairScores:
+    """Match scores of (image, text) pairs: higher = more likely a match; NaN where failed.
+
+    Adapters that can score pairs (dual encoders: cosine; ITM heads and custom fusion models:
+    match probability) implement ``score_pairs(image_paths, texts, progress=None, workers=2)``.
+    """
+
+    scores: np.ndarray
+    failures: dict[int, str] = field(default_factory=dict)  # pair row -> reason
 
 
 def resolve_model_path(config: ModelConfig) -> Path:

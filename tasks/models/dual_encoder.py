@@ -11,6 +11,7 @@ from tasks.config import ModelConfig
 from tasks.data.base import open_image
 from tasks.models.base import (
     ModelError,
+    PairScores,
     autocast_context,
     register_adapter,
     resolve_device,
@@ -101,6 +102,24 @@ class DualEncoderAdapter:
                 progress(len(batch))
         return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
+    def score_pairs(self, image_paths: Sequence[str], texts: Sequence[str], progress=None,
+                    workers: int = 2) -> PairScores:
+        """Cosine similarity of each (image, text) pair; each distinct image/text is embedded
+        once."""
+        unique_paths = list(dict.fromkeys(image_paths))
+        unique_texts = list(dict.fromkeys(texts))
+        images = self.encode_images(unique_paths, workers=workers)
+        text_vectors = self.encode_texts(unique_texts)
+        image_row = {p: i for i, p in enumerate(unique_paths)}
+        text_row = {t: i for i, t in enumerate(unique_texts)}
+        a = _unit(images.vectors[[image_row[p] for p in image_paths]])
+        b = _unit(text_vectors[[text_row[t] for t in texts]])
+        failures = {row: images.failures[image_row[p]] for row, p in enumerate(image_paths)
+                    if image_row[p] in images.failures}
+        if progress is not None:
+            progress(len(image_paths))
+        return PairScores((a * b).sum(axis=1).astype(np.float64), failures)
+
     def count_truncated(self, texts: Sequence[str]) -> int:
         """How many texts are longer than the model's context (they are truncated)."""
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
@@ -126,6 +145,10 @@ def _max_text_length(model, processor) -> int:
     if not candidates:
         raise ModelError("cannot determine the text encoder's maximum length")
     return min(candidates)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def _stack(blocks: list[np.ndarray]) -> np.ndarray:

@@ -102,3 +102,51 @@ def test_vqa_flow(prefect_harness, tmp_path: Path, tiny_captioner_dir: Path):
     assert per_sample["vqa_accuracy"].tolist() == pytest.approx(expected)
     assert result["metrics"]["vqa_accuracy"] == pytest.approx(sum(expected) / 5)
     assert "vqa_accuracy.answer_type.yes_no" in result["metrics"]
+
+
+@pytest.mark.parametrize("negatives", ["random", "hard"])
+def test_matching_flow(prefect_harness, tmp_path: Path, tiny_clip_dir: Path, negatives: str):
+    from flows.evaluate import evaluate
+    from tasks.kinds.matching import calibration_split
+
+    manifest = write_dataset(tmp_path / "ds", n=10)
+    config = build_config(base_config(
+        tmp_path, task="matching", model={"path": str(tiny_clip_dir)},
+        dataset={"path": str(manifest)},
+        matching={"negatives": negatives, "negatives_per_positive": 1,
+                  "calibration_fraction": 0.3},
+    ))
+    result = evaluate(config)
+    table = pd.read_parquet(Path(result["report"]) / "per_sample.parquet")
+    assert len(table) == 40 and table["label"].sum() == 20  # 2 captions + 2 negatives each
+    negative = table[table["label"] == 0]
+    assert (negative["pair_kind"] == negatives).all()
+    for row in negative.itertuples():  # a negative is never one of the image's own captions
+        assert row.text not in list(row.captions)
+    held = calibration_split(table["item_id"], 0.3, config.seed)
+    assert (table["status"][held] == "calibration").all() and held.sum() == 12
+    scored = table[table["status"] == "scored"]
+    threshold = result["metrics"]["threshold"]
+    assert result["metrics"]["accuracy"] == pytest.approx(
+        ((scored["score"] >= threshold).astype(int) == scored["label"]).mean())
+    assert 0 <= result["metrics"]["auroc"] <= 1
+
+
+def test_matching_with_dataset_pairs_and_given_threshold(prefect_harness, tmp_path: Path,
+                                                         tiny_clip_dir: Path):
+    from flows.evaluate import evaluate
+
+    root = tmp_path / "ds"
+    write_dataset(root, n=4)
+    rows = [{"id": f"p{i}", "image": f"images/{i % 4:03d}.png", "captions": [f"text {i}"],
+             "match": i % 2} for i in range(8)]
+    (root / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = build_config(base_config(
+        tmp_path, task="matching", model={"path": str(tiny_clip_dir)},
+        dataset={"path": str(root / "pairs.jsonl"), "columns": {"label": None}},
+        matching={"negatives": "dataset", "threshold": 0.0},
+    ))
+    result = evaluate(config)
+    table = pd.read_parquet(Path(result["report"]) / "per_sample.parquet")
+    assert table["label"].tolist() == [0, 1] * 4 and (table["status"] == "scored").all()
+    assert result["metrics"]["threshold"] == 0.0

@@ -34,18 +34,15 @@ def closest_ref_lengths(tables: NgramTables) -> np.ndarray:
     return tables.ref_length[order][first]
 
 
-def clipped_matches(counts: NgramCounts, ref_sample: np.ndarray, n_samples: int) -> np.ndarray:
+def clipped_matches(counts: NgramCounts, n_samples: int) -> np.ndarray:
     """Per sample: sum over its prediction's n-grams of min(count, max count in one reference)."""
-    n_grams = counts.n_grams
-    keys, inverse = np.unique(ref_sample[counts.ref_caption] * n_grams + counts.ref_gram,
-                              return_inverse=True)
+    keys = counts.image_key
     if len(keys) == 0 or len(counts.pred_gram) == 0:
         return np.zeros(n_samples, dtype=np.int64)
-    max_ref = np.zeros(len(keys), dtype=np.int64)
-    np.maximum.at(max_ref, inverse, counts.ref_count)
-    pred_keys = counts.pred_sample * n_grams + counts.pred_gram
+    pred_keys = counts.pred_sample * counts.n_grams + counts.pred_gram
     where = np.minimum(np.searchsorted(keys, pred_keys), len(keys) - 1)
-    clipped = np.where(keys[where] == pred_keys, np.minimum(counts.pred_count, max_ref[where]), 0)
+    clipped = np.where(keys[where] == pred_keys,
+                       np.minimum(counts.pred_count, counts.image_max_count[where]), 0)
     return np.bincount(counts.pred_sample, weights=clipped, minlength=n_samples).astype(np.int64)
 
 
@@ -70,7 +67,7 @@ def bleu_scores(inputs: CaptionInputs, n: int = MAX_N) -> tuple[np.ndarray, np.n
     tables = inputs.ngrams()
     n_samples = len(inputs)
     correct = np.stack(
-        [clipped_matches(tables.orders[k], tables.ref_sample, n_samples) for k in range(n)], axis=1
+        [clipped_matches(tables.orders[k], n_samples) for k in range(n)], axis=1
     )
     testlen = tables.pred_length
     guess = np.maximum(0, testlen[:, None] - np.arange(n)[None, :])

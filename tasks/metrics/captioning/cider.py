@@ -32,10 +32,7 @@ def _order_similarity(counts: NgramCounts, tables: NgramTables, log_images: floa
     n_grams = counts.n_grams
     ref_sample = tables.ref_sample[counts.ref_caption]
     # Document frequency: in how many images' references an n-gram occurs.
-    image_grams = np.sort(ref_sample * n_grams + counts.ref_gram)
-    if len(image_grams):  # distinct (image, n-gram) pairs; np.unique alone is slow in numpy 2.4
-        image_grams = image_grams[np.concatenate(([True], image_grams[1:] != image_grams[:-1]))]
-    df = np.bincount(image_grams % n_grams, minlength=n_grams).astype(np.float64)
+    df = np.bincount(counts.image_key % n_grams, minlength=n_grams).astype(np.float64)
     weight = log_images - np.log(np.maximum(1.0, df))
     ref_vec = counts.ref_count * weight[counts.ref_gram]
     pred_vec = counts.pred_count * weight[counts.pred_gram]

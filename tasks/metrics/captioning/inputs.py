@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 
@@ -96,10 +97,12 @@ def tokenize_inputs(inputs: CaptionInputs) -> TokenizedCaptions:
 class NgramCounts:
     """Counts of the distinct n-grams of one order in every caption (``str.split()`` words).
 
-    N-grams are dense integer ids shared by predictions and references. Rows are sorted by
-    (caption, n-gram id): reference row ``k`` says n-gram ``ref_gram[k]`` occurs
-    ``ref_count[k]`` times in reference caption ``ref_caption[k]``; likewise for predictions,
-    whose caption index is the sample index.
+    N-grams are dense integer ids (``0 <= id < n_grams``) shared by predictions and references.
+    Reference row ``k`` says n-gram ``ref_gram[k]`` occurs ``ref_count[k]`` times in reference
+    caption ``ref_caption[k]`` (rows sorted by sample, n-gram, caption); prediction rows
+    likewise, sorted by (sample, n-gram). ``image_key = sample * n_grams + n-gram`` lists,
+    sorted, the n-grams found in a sample's references, with their largest count in any one
+    reference (``image_max_count``).
     """
 
     n_grams: int
@@ -109,6 +112,8 @@ class NgramCounts:
     pred_sample: np.ndarray
     pred_gram: np.ndarray
     pred_count: np.ndarray
+    image_key: np.ndarray
+    image_max_count: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -121,9 +126,49 @@ class NgramTables:
     orders: list[NgramCounts]  # orders[n - 1] holds the n-grams
 
 
-def _count_rows(caption: np.ndarray, gram: np.ndarray, n_grams: int) -> tuple[np.ndarray, ...]:
-    keys, counts = np.unique(caption * n_grams + gram, return_counts=True)
-    return keys // n_grams, keys % n_grams, counts
+def word_ids(sentences: list[list[str]]) -> tuple[np.ndarray, np.ndarray, int]:
+    """(ids of all words, caption after caption; words per caption; vocabulary size)."""
+    words = list(chain.from_iterable(sentences))
+    vocab = {word: i for i, word in enumerate(dict.fromkeys(words))}
+    ids = np.fromiter(map(vocab.__getitem__, words), dtype=np.int64, count=len(words))
+    lengths = np.fromiter(map(len, sentences), dtype=np.int64, count=len(sentences))
+    return ids, lengths, len(vocab)
+
+
+def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct keys, how often each occurs) of a sorted array."""
+    first = np.ones(len(sorted_keys), dtype=bool)
+    first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    starts = np.nonzero(first)[0]
+    return sorted_keys[starts], np.diff(np.append(starts, len(sorted_keys)))
+
+
+def _order_counts(
+    caption: np.ndarray, gram: np.ndarray, n_grams: int, ref_sample: np.ndarray,
+    first_ref: np.ndarray, max_refs: int,
+) -> NgramCounts:
+    """Count the n-grams of one order with one sort for references and one for predictions.
+
+    A reference n-gram occurrence gets the key ((sample * n_grams + n-gram) * max_refs +
+    reference number within the sample), so after sorting, equal keys are a (caption, n-gram)
+    count and equal keys // max_refs the same n-gram in one sample's references.
+    """
+    n_refs = len(ref_sample)
+    in_ref = caption < n_refs
+    ref_caption = caption[in_ref]
+    sample = ref_sample[ref_caption]
+    keys, ref_count = _runs(np.sort(
+        (sample * n_grams + gram[in_ref]) * max_refs + (ref_caption - first_ref[sample])))
+    image_of_row = keys // max_refs
+    image_key, image_rows = _runs(image_of_row)
+    image_max = np.maximum.reduceat(ref_count, np.cumsum(image_rows) - image_rows) if len(
+        ref_count) else ref_count
+    sample_of_row = image_of_row // n_grams
+    pred_keys, pred_count = _runs(np.sort((caption[~in_ref] - n_refs) * n_grams + gram[~in_ref]))
+    return NgramCounts(
+        n_grams, first_ref[sample_of_row] + keys % max_refs, image_of_row % n_grams, ref_count,
+        pred_keys // n_grams, pred_keys % n_grams, pred_count, image_key, image_max,
+    )
 
 
 def build_ngram_tables(tokens: TokenizedCaptions, max_n: int = 4) -> NgramTables:
@@ -131,31 +176,23 @@ def build_ngram_tables(tokens: TokenizedCaptions, max_n: int = 4) -> NgramTables
     sentences = [ref.split() for refs in tokens.references for ref in refs]
     n_refs = len(sentences)
     sentences += [pred.split() for pred in tokens.predictions]
-    lengths = np.fromiter(map(len, sentences), dtype=np.int64, count=len(sentences))
-    vocab: dict[str, int] = {}
-    words = np.fromiter(
-        (vocab.setdefault(word, len(vocab)) for sentence in sentences for word in sentence),
-        dtype=np.int64, count=int(lengths.sum()),
-    )
+    words, lengths, vocab_size = word_ids(sentences)
     owner = np.repeat(np.arange(len(sentences)), lengths)  # caption of every word position
     position = np.arange(len(words)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     room = lengths[owner] - position  # words from this position to the end of its caption
-    ref_sample = np.repeat(np.arange(len(tokens.references)),
-                           [len(refs) for refs in tokens.references])
-    orders, gram_ids, n_gram_ids = [], words, max(len(vocab), 1)
+    refs_per_sample = np.array([len(refs) for refs in tokens.references], dtype=np.int64)
+    ref_sample = np.repeat(np.arange(len(refs_per_sample)), refs_per_sample)
+    first_ref = np.cumsum(refs_per_sample) - refs_per_sample
+    max_refs = int(refs_per_sample.max(initial=1))
+    orders, gram_ids, n_gram_ids = [], words, max(vocab_size, 1)
     for n in range(1, max_n + 1):
-        if n > 1:  # extend the (n-1)-gram starting here by the word n-1 places further on
-            valid = room >= n
-            codes = np.full(len(words), -1, dtype=np.int64)
-            codes[valid] = gram_ids[valid] * len(vocab) + words[np.nonzero(valid)[0] + n - 1]
-            uniques, inverse = np.unique(codes[valid], return_inverse=True)
-            gram_ids = np.full(len(words), -1, dtype=np.int64)
-            gram_ids[valid] = inverse
-            n_gram_ids = max(len(uniques), 1)
         starts = np.nonzero(room >= n)[0]
-        caption = owner[starts]
-        in_ref = caption < n_refs
-        ref_rows = _count_rows(caption[in_ref], gram_ids[starts[in_ref]], n_gram_ids)
-        pred_rows = _count_rows(caption[~in_ref] - n_refs, gram_ids[starts[~in_ref]], n_gram_ids)
-        orders.append(NgramCounts(n_gram_ids, *ref_rows, *pred_rows))
+        if n > 1:  # extend the (n-1)-gram starting here by the word n-1 places further on
+            codes = gram_ids[starts] * vocab_size + words[starts + n - 1]
+            uniques, inverse = np.unique(codes, return_inverse=True)
+            gram_ids = np.full(len(words), -1, dtype=np.int64)
+            gram_ids[starts] = inverse
+            n_gram_ids = max(len(uniques), 1)
+        orders.append(_order_counts(owner[starts], gram_ids[starts], n_gram_ids, ref_sample,
+                                    first_ref, max_refs))
     return NgramTables(ref_sample, lengths[:n_refs], lengths[n_refs:], orders)

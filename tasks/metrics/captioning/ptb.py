@@ -622,40 +622,38 @@ _WHOLE_LINE = re.compile(
 # next: such chunks are lexed together (see ``_gap_is_risky``).
 _RISKY_GAP = re.compile(
     r"[\d)][ \t]+\d"  # "5 7/8", "(555) 555-1234", "555 555 5555"
-    r"|\.[ \t]+\."  # ". . ."
-    r"|(?<![A-Za-z0-9])[A-Za-z]\.[ \t]+[A-Z]"  # "plan A. The": "A" then "."
-    r"|\.[ \t]+\d"  # "no. 5"
-    r"|\.[ \t]+(?ai:ltd|lim)"  # "PTY. Ltd"
+    # ". . .", "no. 5", "PTY. Ltd", "plan A. The" (only "X." matters, see _gap_is_risky)
+    r"|\.[ \t]+(?:[.\dA-Z]|(?ai:ltd|lim))"
 )
 _SPACES = re.compile(r"([ \t]+)")
 _SINGLE_LETTER_DOT = re.compile(r"(?:\A|[^A-Za-z0-9])[A-Za-z]\.\Z")
-# The same kind of dependency between the end of a caption and the start of the next one:
-# "plan A." + "The ..." and "no." + "5 ...".
-_ENDS_LIKE_ACRONYM = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]\.[ \t]*\Z")
+_ASCII_ALNUM = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _STARTS_CAPITAL = re.compile(r"[ \t]*[A-Z<]")
 
 _CACHE_LIMIT = 1_000_000
-_chunk_cache: dict[str, list[str]] = {}  # chunk followed by a space
-_final_chunk_cache: dict[str, list[str]] = {}  # last chunk of a line, followed by a newline
+# Output (space-joined, lower-cased, punctuation removed) of chunks lexed on their own: a chunk
+# followed by a space, and a line's last chunk followed by a newline.
+_chunk_cache: dict[str, str] = {}
+_final_chunk_cache: dict[str, str] = {}
 
 
-def _finish(tokens: list[str]) -> list[str]:
-    """Lower-case like Java and drop coco's punctuation tokens."""
+def _finish(tokens: list[str]) -> str:
+    """Lower-case like Java, drop coco's punctuation tokens, join with spaces."""
     lowered = (_java_lower(_from_utf16(token)) for token in tokens)
-    return [token for token in lowered if token not in PUNCTUATIONS]
+    return " ".join(token for token in lowered if token not in PUNCTUATIONS)
 
 
-def _lex_chunk(chunk: str, final: bool) -> list[str]:
-    """Tokens of a piece of a line that no token or context crosses, followed by a space (or
-    by a newline when ``final``), through a cache."""
+def _lex_chunk(chunk: str, final: bool = False) -> str:
+    """Output for a piece of a line that no token or lexer context crosses, followed by a space
+    (or by a newline when ``final``), through a cache."""
     cache = _final_chunk_cache if final else _chunk_cache
-    tokens = cache.get(chunk)
-    if tokens is None:
+    text = cache.get(chunk)
+    if text is None:
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
-        tokens = _finish(_lexer().lex(chunk + ("\n" if final else " "), len(chunk)))
-        cache[chunk] = tokens
-    return tokens
+        text = _finish(_lexer().lex(chunk + ("\n" if final else " "), len(chunk)))
+        cache[chunk] = text
+    return text
 
 
 def _gap_is_risky(left: str, right: str) -> bool:
@@ -682,33 +680,52 @@ def _segments(text: str) -> list[str]:
     return segments
 
 
+def _ends_like_acronym(text: str) -> bool:
+    """``text`` ends with a one-letter "acronym" such as ``A.`` (then spaces or tabs)."""
+    tail = text.rstrip(" \t")[-3:]
+    return (len(tail) >= 2 and tail[-1] == "." and tail[-2] in _ASCII_ALNUM
+            and not tail[-2].isdigit() and (len(tail) == 2 or tail[0] not in _ASCII_ALNUM))
+
+
 def _needs_whole_line(text: str, next_text: str | None) -> bool:
-    if next_text is None or _WHOLE_LINE.search(text):
+    """Whether the line must go through the lexer as a whole (with the next line as context)."""
+    if next_text is None:
+        return True  # the end of the stream has its own contexts
+    if text.isascii():
+        if "<" in text or (not text.isprintable() and _WHOLE_LINE.search(text)):
+            return True
+    elif _WHOLE_LINE.search(text):
         return True
-    if text.endswith(".") and next_text[:1].isdecimal():
-        return True
-    return bool(_ENDS_LIKE_ACRONYM.search(text) and _STARTS_CAPITAL.match(next_text))
+    if text.endswith("."):  # "no." + "5 ...", "plan A." + "The ..."
+        if next_text[:1].isdecimal():
+            return True
+    elif not text.endswith((" ", "\t")):
+        return False
+    return _ends_like_acronym(text) and _STARTS_CAPITAL.match(next_text) is not None
 
 
-def _tokenize_line(text: str, next_text: str | None) -> list[str]:
+def _tokenize_line(text: str, next_text: str | None) -> str:
     if _needs_whole_line(text, next_text):
         stream = _to_utf16(text if next_text is None else f"{text}\n{next_text}")
         return _finish(_lexer().lex(stream, len(_to_utf16(text))))
     chunks = _segments(text) if _RISKY_GAP.search(text) else text.split()
-    tokens: list[str] = []
-    for chunk in chunks[:-1]:
-        tokens.extend(_chunk_cache.get(chunk) or _lex_chunk(chunk, False))
-    if chunks and chunks[-1]:
-        tokens.extend(_lex_chunk(chunks[-1], True))
-    return tokens
+    if not chunks or not chunks[-1]:
+        return ""
+    last = chunks.pop()
+    get = _chunk_cache.get
+    parts = [get(chunk) or _lex_chunk(chunk) for chunk in chunks]
+    parts.append(_final_chunk_cache.get(last) or _lex_chunk(last, final=True))
+    return " ".join(filter(None, parts))
 
 
 def _clean(caption: str) -> str:
+    if caption.isascii() and caption.isprintable():
+        return caption
     return _LINE_BREAKS.sub(" ", caption)
 
 
-def tokenize_to_lists(captions: Sequence[str]) -> list[list[str]]:
-    """Tokens of each caption, exactly as pycocoevalcap's PTBTokenizer would produce them.
+def tokenize(captions: Sequence[str]) -> list[str]:
+    """Space-joined tokens of each caption, the strings pycocoevalcap's PTBTokenizer returns.
 
     ``captions`` is the stream pycocoevalcap writes (for references: every caption of image 1,
     then of image 2, ...); a caption's last tokens may depend on the start of the next one.
@@ -718,6 +735,6 @@ def tokenize_to_lists(captions: Sequence[str]) -> list[list[str]]:
     return [_tokenize_line(text, nxt) for text, nxt in zip(texts, nexts, strict=True)]
 
 
-def tokenize(captions: Sequence[str]) -> list[str]:
-    """Space-joined tokens of each caption, the strings pycocoevalcap's PTBTokenizer returns."""
-    return [" ".join(tokens) for tokens in tokenize_to_lists(captions)]
+def tokenize_to_lists(captions: Sequence[str]) -> list[list[str]]:
+    """Tokens of each caption (``tokenize`` split at spaces; tokens never contain one)."""
+    return [line.split(" ") if line else [] for line in tokenize(captions)]

@@ -17,19 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 from tasks.metrics.base import MetricResult, register_metric
-from tasks.metrics.captioning.inputs import CaptionInputs
+from tasks.metrics.captioning.inputs import CaptionInputs, word_ids
 
 BETA = 1.2
 _WORD_BITS = 64
-
-
-def _encode(sentences: list[list[str]], vocab: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    lengths = np.fromiter(map(len, sentences), dtype=np.int64, count=len(sentences))
-    ids = np.fromiter(
-        (vocab.setdefault(word, len(vocab)) for sentence in sentences for word in sentence),
-        dtype=np.int64, count=int(lengths.sum()),
-    )
-    return ids, lengths
 
 
 def _lcs_python(ref: list[str], pred: list[str]) -> int:
@@ -45,29 +36,34 @@ def _lcs_python(ref: list[str], pred: list[str]) -> int:
 
 def lcs_lengths(refs: list[list[str]], preds: list[list[str]], pair_pred: np.ndarray) -> np.ndarray:
     """LCS length of every reference ``refs[p]`` with prediction ``preds[pair_pred[p]]``."""
-    vocab: dict[str, int] = {}
-    ref_ids, ref_len = _encode(refs, vocab)
-    pred_ids, pred_len = _encode(preds, vocab)
+    ids, lengths, vocab_size = word_ids(refs + preds)
     n_pairs = len(refs)
+    ref_len, pred_len = lengths[:n_pairs], lengths[n_pairs:]
+    split = int(ref_len.sum())
+    ref_ids, pred_ids = ids[:split], ids[split:]
     # Bit masks: for every (reference, word) the positions of the word in the reference.
     owner = np.repeat(np.arange(n_pairs), ref_len)
     position = np.arange(len(ref_ids)) - np.repeat(np.cumsum(ref_len) - ref_len, ref_len)
     short = position < _WORD_BITS
-    keys = owner[short] * len(vocab) + ref_ids[short]
-    order = np.argsort(keys, kind="stable")
-    keys, bits = keys[order], np.left_shift(np.uint64(1), position[short][order].astype(np.uint64))
-    unique_keys, starts = np.unique(keys, return_index=True)
+    keys = owner[short] * vocab_size + ref_ids[short]
+    order = np.argsort(keys)
+    keys = keys[order]
+    bits = np.left_shift(np.uint64(1), position[short][order].astype(np.uint64))
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    starts = np.nonzero(first)[0]
+    unique_keys = keys[starts]
     masks = np.bitwise_or.reduceat(bits, starts) if len(bits) else bits
     # One pass over the predictions' positions, all pairs at once.
     width = np.minimum(ref_len, _WORD_BITS).astype(np.uint64)
     full = np.where(width == _WORD_BITS, np.uint64(2**64 - 1),
-                    (np.uint64(1) << width) - np.uint64(1))
+                    (np.uint64(1) << np.minimum(width, 63)) - np.uint64(1))
     v = full.copy()
     pred_start = np.cumsum(pred_len) - pred_len
     steps = pred_len[pair_pred]
     for j in range(int(steps.max(initial=0))):
         active = np.nonzero(steps > j)[0]
-        word_keys = active * len(vocab) + pred_ids[pred_start[pair_pred[active]] + j]
+        word_keys = active * vocab_size + pred_ids[pred_start[pair_pred[active]] + j]
         where = np.minimum(np.searchsorted(unique_keys, word_keys), max(len(unique_keys) - 1, 0))
         hit = unique_keys[where] == word_keys if len(unique_keys) else np.zeros(len(active), bool)
         m = np.where(hit, masks[where] if len(masks) else np.uint64(0), np.uint64(0))
