@@ -90,3 +90,32 @@ def build_tiny_captioner(folder: Path, words: list[str], seed: int = 0) -> Path:
     tokenizer.save_pretrained(folder)
     ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
     return folder
+
+
+def build_tiny_blip_itm(folder: Path, words: list[str], seed: int = 0) -> Path:
+    """A randomly initialised BLIP image-text retrieval model (ITM head) with its processor."""
+    import torch
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForImageTextRetrieval,
+        BlipImageProcessorPil,
+        BlipProcessor,
+    )
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(words))]
+    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=32)
+    config = BlipConfig(
+        text_config={"vocab_size": len(vocab), "hidden_size": 32, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "intermediate_size": 64, "encoder_hidden_size": 32,
+                     "max_position_embeddings": 64},
+        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32,
+                       "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "intermediate_size": 64},
+        projection_dim=16, image_text_hidden_size=16,
+    )
+    torch.manual_seed(seed)
+    BlipForImageTextRetrieval(config).save_pretrained(folder)
+    BlipProcessor(image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}),
+                  tokenizer=tokenizer).save_pretrained(folder)
+    return folder

@@ -227,15 +227,22 @@ def test_image_only_module_classifies(setup: Setup, tmp_path: Path):
 
 def test_fingerprint_covers_weights_source_settings_and_tokenizer(setup: Setup, tmp_path: Path,
                                                                   monkeypatch):
-    import shutil
-
     name = "bifocal_test_user_model"
     source = tmp_path / "code" / f"{name}.py"
     source.parent.mkdir()
     source.write_text("from tests.models.fusion_example import FusionClassifier\n\n\n"
                       "class Mine(FusionClassifier):\n    pass\n")
     monkeypatch.syspath_prepend(str(source.parent))
-    monkeypatch.delitem(sys.modules, name, raising=False)
+    sys.modules.pop(name, None)
+    try:
+        check_fingerprints(name, source, setup, tmp_path)
+    finally:
+        sys.modules.pop(name, None)
+
+
+def check_fingerprints(name: str, source: Path, setup: Setup, tmp_path: Path) -> None:
+    import shutil
+
     tokenizer = tmp_path / "tokenizer"
     shutil.copytree(setup.tokenizer, tokenizer)
     weights = tmp_path / "w.safetensors"
@@ -257,4 +264,3 @@ def test_fingerprint_covers_weights_source_settings_and_tokenizer(setup: Setup, 
     config = tokenizer / "tokenizer_config.json"
     config.write_text(config.read_text() + " ")
     assert fingerprint() != changed_weights
-    monkeypatch.delitem(sys.modules, name, raising=False)

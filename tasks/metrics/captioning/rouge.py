@@ -21,6 +21,7 @@ from tasks.metrics.captioning.inputs import CaptionInputs, word_ids
 
 BETA = 1.2
 _WORD_BITS = 64
+_MAX_STEPS = 128  # prediction tokens handled in numpy (bounds the pair x position matrix)
 
 
 def _lcs_python(ref: list[str], pred: list[str]) -> int:
@@ -54,25 +55,28 @@ def lcs_lengths(refs: list[list[str]], preds: list[list[str]], pair_pred: np.nda
     starts = np.nonzero(first)[0]
     unique_keys = keys[starts]
     masks = np.bitwise_or.reduceat(bits, starts) if len(bits) else bits
-    # One pass over the predictions' positions, all pairs at once.
+    # Masks of the prediction words, a (pair x position) matrix with 0 past the prediction's end
+    # (a zero mask leaves the bit vector unchanged).
+    steps = np.minimum(pred_len[pair_pred], _MAX_STEPS)
+    pair = np.repeat(np.arange(n_pairs), steps)
+    step = np.arange(len(pair)) - np.repeat(np.cumsum(steps) - steps, steps)
+    word_keys = pair * vocab_size + pred_ids[(np.cumsum(pred_len) - pred_len)[pair_pred[pair]] + step]
+    matrix = np.zeros((n_pairs, int(steps.max(initial=0))), dtype=np.uint64)
+    if len(unique_keys):
+        where = np.minimum(np.searchsorted(unique_keys, word_keys), len(unique_keys) - 1)
+        matrix[pair, step] = np.where(unique_keys[where] == word_keys, masks[where], np.uint64(0))
     width = np.minimum(ref_len, _WORD_BITS).astype(np.uint64)
     full = np.where(width == _WORD_BITS, np.uint64(2**64 - 1),
                     (np.uint64(1) << np.minimum(width, 63)) - np.uint64(1))
     v = full.copy()
-    pred_start = np.cumsum(pred_len) - pred_len
-    steps = pred_len[pair_pred]
-    for j in range(int(steps.max(initial=0))):
-        active = np.nonzero(steps > j)[0]
-        word_keys = active * vocab_size + pred_ids[pred_start[pair_pred[active]] + j]
-        where = np.minimum(np.searchsorted(unique_keys, word_keys), max(len(unique_keys) - 1, 0))
-        hit = unique_keys[where] == word_keys if len(unique_keys) else np.zeros(len(active), bool)
-        m = np.where(hit, masks[where] if len(masks) else np.uint64(0), np.uint64(0))
-        u = v[active] & m
-        v[active] = ((v[active] + u) | (v[active] - u)) & full[active]
+    for column in matrix.T:
+        u = v & column
+        v = ((v + u) | (v - u)) & full
     ones = np.bitwise_count(v) if hasattr(np, "bitwise_count") else np.array(
         [int(x).bit_count() for x in v], dtype=np.int64)
     lcs = ref_len - ones.astype(np.int64)
-    for p in np.nonzero(ref_len > _WORD_BITS)[0]:  # rare: references longer than 64 tokens
+    # Rare: references longer than 64 tokens or predictions longer than _MAX_STEPS tokens.
+    for p in np.nonzero((ref_len > _WORD_BITS) | (pred_len[pair_pred] > _MAX_STEPS))[0]:
         lcs[p] = _lcs_python(refs[p], preds[pair_pred[p]])
     return lcs
 

@@ -1,0 +1,87 @@
+"""Image-text matching heads (BLIP ``BlipForImageTextRetrieval`` with its ITM head): the
+probability that a text describes an image."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from tasks.config import ModelConfig
+from tasks.models.base import (
+    ModelError,
+    PairScores,
+    autocast_context,
+    register_adapter,
+    resolve_device,
+    resolve_model_path,
+    torch_dtype,
+)
+from tasks.models.batching import chunks, prefetched
+from tasks.models.captioner import load_processor
+
+
+@register_adapter("itm")
+class ITMAdapter:
+    """Scores (image, text) pairs with a cross-attention matching head (softmax of the 'match'
+    logit)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        import torch
+        from transformers import BlipForImageTextRetrieval
+
+        self.config = config
+        self.path = resolve_model_path(config)
+        self.device = resolve_device(config.device)
+        options = dict(trust_remote_code=config.trust_remote_code, local_files_only=True)
+        self.image_processor, self.tokenizer, _ = load_processor(self.path, options)
+        try:
+            self.model = BlipForImageTextRetrieval.from_pretrained(
+                self.path, dtype=torch_dtype(config.dtype), **options)
+        except (OSError, ValueError) as error:
+            raise ModelError(f"cannot load an image-text matching model from {self.path}: "
+                             f"{error}") from None
+        self.model.to(self.device).eval()
+        self._torch = torch
+
+    def _prepare(self, pairs: Sequence[tuple[str, str]]):
+        from tasks.data.base import open_image
+
+        images, kept, failures = [], [], {}
+        for index, (path, _) in enumerate(pairs):
+            try:
+                images.append(open_image(path))
+                kept.append(index)
+            except (OSError, ValueError, SyntaxError) as error:
+                failures[index] = f"image decode failed: {error}"
+        if not images:
+            return None, kept, failures
+        pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        tokens = self.tokenizer([pairs[i][1] for i in kept], padding=True, truncation=True,
+                                max_length=self.tokenizer.model_max_length
+                                if self.tokenizer.model_max_length < 10_000 else 512,
+                                return_tensors="pt")
+        return {"pixel_values": pixels, **tokens}, kept, failures
+
+    def score_pairs(self, image_paths: Sequence[str], texts: Sequence[str], progress=None,
+                    workers: int = 2) -> PairScores:
+        pairs = list(zip(image_paths, texts, strict=True))
+        scores = np.full(len(pairs), np.nan)
+        failures: dict[int, str] = {}
+        batches = chunks(list(range(len(pairs))), self.config.batch_size)
+        prepared = prefetched(batches, lambda rows: self._prepare([pairs[i] for i in rows]),
+                              workers)
+        for rows, (inputs, kept, batch_failures) in zip(batches, prepared, strict=True):
+            failures |= {rows[i]: reason for i, reason in batch_failures.items()}
+            if inputs is not None:
+                scores[[rows[i] for i in kept]] = self._match_probability(inputs)
+            if progress is not None:
+                progress(len(rows))
+        return PairScores(scores, failures)
+
+    def _match_probability(self, inputs: dict) -> np.ndarray:
+        torch = self._torch
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        with torch.inference_mode(), autocast_context(self.device, self.config.amp):
+            logits = self.model(**inputs, use_itm_head=True).itm_score
+        return torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy().astype(np.float64)
