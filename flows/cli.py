@@ -122,6 +122,53 @@ def cmd_score_captioning(args: argparse.Namespace) -> int:
     return _print_scored("captioning", inputs, ids, skipped, _metric_names(args.metrics))
 
 
+def _answers(value) -> tuple[list[str], str | None, str | None]:
+    """Human answers from a list, or an object with answers (strings or the official VQA
+    annotation's {"answer": ...} records), question_type and answer_type."""
+    if isinstance(value, dict):
+        answers = value.get("answers")
+        if answers is None:
+            raise ValueError(f"answer object without 'answers': {value}")
+        return ([a["answer"] if isinstance(a, dict) else str(a) for a in answers],
+                value.get("question_type"), value.get("answer_type"))
+    if isinstance(value, list):
+        return [str(a) for a in value], None, None
+    return [str(value)], None, None
+
+
+def cmd_score_vqa(args: argparse.Namespace) -> int:
+    from tasks.metrics.vqa import VQAInputs
+    from tasks.scoring_io import align, read_mapping
+
+    predictions = read_mapping(args.predictions, ("answer", "prediction", "text"))
+    truth = read_mapping(args.answers, ("answers", "answer"), keep_records=True)
+    ids, skipped = align(predictions, truth)
+    _require(ids, skipped)
+    parsed = [_answers(truth[i]) for i in ids]
+    inputs = VQAInputs(ids=ids, predictions=[str(predictions[i]) for i in ids],
+                       answers=[p[0] for p in parsed],
+                       question_types=[p[1] for p in parsed] if any(p[1] for p in parsed)
+                       else None,
+                       answer_types=[p[2] for p in parsed] if any(p[2] for p in parsed)
+                       else None)
+    return _print_scored("vqa", inputs, ids, skipped, [])
+
+
+def cmd_score_classification(args: argparse.Namespace) -> int:
+    from tasks.metrics.classification import ClassificationInputs
+    from tasks.scoring_io import align, read_mapping
+
+    predictions = read_mapping(args.predictions, ("prediction", "label", "class"))
+    labels = read_mapping(args.labels, ("label", "class"))
+    ids, skipped = align(predictions, labels)
+    _require(ids, skipped)
+    names = [n.strip() for n in args.classes.split(",")] if args.classes else None
+    inputs = ClassificationInputs(ids=ids, labels=[str(labels[i]) for i in ids],
+                                  predictions=[str(predictions[i]) for i in ids],
+                                  class_names=names)
+    return _print_scored("classification", inputs, ids, skipped, [])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bifocal", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +204,22 @@ def build_parser() -> argparse.ArgumentParser:
     captioning.add_argument("--metrics", default=None,
                             help="comma-separated, e.g. bleu,meteor,rouge_l,cider (default all)")
     captioning.set_defaults(handler=cmd_score_captioning)
+
+    vqa = kinds.add_parser("vqa", help="official VQA accuracy")
+    vqa.add_argument("--predictions", required=True, metavar="P",
+                     help="question id -> answer (JSON object/list, JSONL or CSV)")
+    vqa.add_argument("--answers", required=True, metavar="A",
+                     help="question id -> list of human answers, or objects with answers, "
+                     "question_type, answer_type (also the official annotations file)")
+    vqa.set_defaults(handler=cmd_score_vqa)
+
+    classification = kinds.add_parser("classification", help="accuracy, F1, confusion matrix")
+    classification.add_argument("--predictions", required=True, metavar="P",
+                                help="id -> predicted class")
+    classification.add_argument("--labels", required=True, metavar="L", help="id -> true class")
+    classification.add_argument("--classes", default=None,
+                                help="comma-separated class names (default: labels + predictions)")
+    classification.set_defaults(handler=cmd_score_classification)
     return parser
 
 

@@ -56,8 +56,10 @@ def _records(path: Path) -> list[dict[str, Any]] | dict[str, Any]:
         raise InputFileError(f"{path} is not valid JSON: {error}") from None
 
 
-def read_mapping(path: str | Path, value_keys: Sequence[str], many: bool = False) -> dict[str, Any]:
-    """id -> value (or id -> list of values with ``many``)."""
+def read_mapping(path: str | Path, value_keys: Sequence[str], many: bool = False,
+                 keep_records: bool = False) -> dict[str, Any]:
+    """id -> value (or id -> list of values with ``many``; id -> the whole record with
+    ``keep_records``, for records that carry several fields such as VQA answer types)."""
     path = Path(path)
     data = _records(path)
     if isinstance(data, dict) and isinstance(data.get("annotations"), list):
@@ -72,6 +74,8 @@ def read_mapping(path: str | Path, value_keys: Sequence[str], many: bool = False
         if not isinstance(record, dict):
             raise InputFileError(f"{path}: expected records (objects), got {record!r}")
         key, value = _id_of(record, path), _value_of(record, value_keys, path)
+        if keep_records:
+            value = record
         if many:
             values = value if isinstance(value, list) else [value]
             out.setdefault(key, []).extend(values)

@@ -21,11 +21,14 @@ Security: weights are read only with ``safetensors.torch.load_file`` (``.safeten
 ``torch.load(path, weights_only=True)`` (``.pt/.pth/.bin``); pickled modules are refused. The
 module's code itself is imported and runs: name only code you trust.
 
-Inference cache: task kinds fingerprint these models with ``torch_module_fingerprint(config)``
-(weights bytes + the class's source file + settings + tokenizer files), not
-``model_fingerprint``. Code the source file imports is not covered. With ``mean``/``std:
-dataset``, call ``fit_normalization(all_image_paths)`` once before sharded inference so every
-shard uses the same statistics (otherwise the first call's images are used).
+Task kinds: ``score_pairs(image_paths, texts)`` -> ``PairScores`` (probability of
+``positive_class``), ``classify(image_paths, texts=None)`` -> ``(n, C)`` probabilities +
+failures. The inference-cache key is ``torch_module_fingerprint(config)`` (weights bytes + the
+class's source file + settings + tokenizer files), not ``model_fingerprint(resolve_model_path())``
+(``path`` is a file). Code that the source file imports is not covered. With ``mean``/``std:
+dataset``, call ``adapter.fit_normalization(all_image_paths)`` once before sharded inference so
+every shard uses the same statistics (otherwise the first call's images are used), pass its
+result to the fingerprint, and log ``adapter.normalization``.
 """
 
 from __future__ import annotations
@@ -256,9 +259,13 @@ def _settings(config: ModelConfig) -> TorchModuleSettings:
     return config.torch_module
 
 
-def torch_module_fingerprint(config: ModelConfig) -> str:
+def torch_module_fingerprint(config: ModelConfig,
+                             normalization: dict[str, Any] | None = None) -> str:
     """sha256 of the weights bytes, the class's source file(s), the settings (init_kwargs,
-    transforms, ...) and the tokenizer folder's files. Use it as the inference-cache model key."""
+    transforms, ...) and the tokenizer folder's files. Use it as the inference-cache model key.
+
+    With ``mean``/``std: dataset`` the outputs also depend on the statistics: pass
+    ``adapter.fit_normalization(all_image_paths)`` (or key the cache on the dataset digest)."""
     settings = _settings(config)
     digest = hashlib.sha256()
     files = [Path(config.path).expanduser()] + _source_files(settings.module)
@@ -271,6 +278,8 @@ def torch_module_fingerprint(config: ModelConfig) -> str:
     digest.update(settings.model_dump_json().encode())
     if settings.tokenizer:
         digest.update(model_fingerprint(Path(settings.tokenizer).expanduser()).encode())
+    if normalization is not None:
+        digest.update(repr(sorted(normalization.items())).encode())
     return digest.hexdigest()
 
 

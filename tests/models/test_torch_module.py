@@ -255,6 +255,9 @@ def check_fingerprints(name: str, source: Path, setup: Setup, tmp_path: Path) ->
     base = fingerprint()
     assert fingerprint() == base
     assert fingerprint(init_kwargs={"dim": 32}) != base
+    assert torch_module_fingerprint(make_config(weights, module=f"{name}:Mine",
+                                                tokenizer=str(tokenizer)),
+                                    normalization={"mean": [0.5] * 3}) != base
     source.write_text(source.read_text() + "# changed\n")
     changed_source = fingerprint()
     assert changed_source != base
