@@ -19,8 +19,8 @@ from tasks.kinds.base import (
     run_metrics,
     status_columns,
 )
-from tasks.models import load_adapter
-from tasks.models.base import model_fingerprint, resolve_device, resolve_model_path
+from tasks.models import fingerprint_model, load_adapter
+from tasks.models.base import resolve_device
 from tasks.tracking.cache import FolderCache
 
 # Lower is worse for every caption metric; the review sample starts from the lowest of these.
@@ -42,7 +42,7 @@ def infer(dataset: DatasetRef, config: EvalConfig, cache_root: Path, progress=No
 
     def compute(shard: pd.DataFrame, folder: Path) -> dict[str, Any]:
         nonlocal adapter
-        adapter = adapter or load_adapter(config.model)
+        adapter = adapter or load_adapter(config.model, list(items["image_path"]))
         torch.manual_seed(config.seed)  # sampling decoders
         generated = adapter.generate(list(shard["image_path"]), progress=progress,
                                      workers=config.inference.num_workers)
@@ -51,7 +51,7 @@ def infer(dataset: DatasetRef, config: EvalConfig, cache_root: Path, progress=No
 
     return run_sharded(
         items, task="captioning",
-        model_fingerprint=model_fingerprint(resolve_model_path(config.model)),
+        model_fingerprint=fingerprint_model(config.model, dataset.digest),
         settings=generation_settings(config),
         shard_key=lambda shard: list(shard["image_sha256"]),
         compute=compute, cache=FolderCache(cache_root), shard_size=config.inference.shard_size,

@@ -22,8 +22,7 @@ from tasks.kinds.base import Scores, TaskKindSpec, register_task_kind, run_metri
 from tasks.kinds.retrieval import inference_settings
 from tasks.metrics.matching import MatchingInputs, best_threshold
 from tasks.metrics.retrieval import l2_normalize
-from tasks.models import load_adapter
-from tasks.models.base import model_fingerprint, resolve_model_path
+from tasks.models import fingerprint_model, load_adapter
 from tasks.tracking.cache import FolderCache
 
 PAIR_COLUMNS = ["pair_id", "item_id", "image_path", "image_sha256", "text", "label", "pair_kind"]
@@ -116,7 +115,7 @@ def infer(dataset: DatasetRef, config: EvalConfig, cache_root: Path, progress=No
 
     def model():
         nonlocal adapter
-        adapter = adapter or load_adapter(config.model)
+        adapter = adapter or load_adapter(config.model, list(items["image_path"]))
         return adapter
 
     pairs = build_pairs(items, config, model)
@@ -128,8 +127,7 @@ def infer(dataset: DatasetRef, config: EvalConfig, cache_root: Path, progress=No
         return {"failures": scored.failures}
 
     ref = run_sharded(
-        pairs, task="matching", model_fingerprint=model_fingerprint(
-            resolve_model_path(config.model)),
+        pairs, task="matching", model_fingerprint=fingerprint_model(config.model, dataset.digest),
         settings=inference_settings(config),
         shard_key=lambda shard: [(r.image_sha256, r.text) for r in shard.itertuples()],
         compute=compute, cache=FolderCache(cache_root), shard_size=config.inference.shard_size,

@@ -19,8 +19,7 @@ from tasks.kinds.base import (
     status_columns,
 )
 from tasks.metrics.retrieval import RetrievalInputs
-from tasks.models import load_adapter
-from tasks.models.base import model_fingerprint, resolve_model_path
+from tasks.models import fingerprint_model, load_adapter
 from tasks.tracking.cache import FolderCache
 
 
@@ -34,12 +33,12 @@ def inference_settings(config: EvalConfig) -> dict[str, Any]:
 
 def infer(dataset: DatasetRef, config: EvalConfig, cache_root: Path, progress=None) -> InferenceRef:
     items = dataset.load_items()
-    fingerprint = model_fingerprint(resolve_model_path(config.model))
+    fingerprint = fingerprint_model(config.model, dataset.digest)
     adapter = None
 
     def compute(shard: pd.DataFrame, folder: Path) -> dict[str, Any]:
         nonlocal adapter
-        adapter = adapter or load_adapter(config.model)
+        adapter = adapter or load_adapter(config.model, list(items["image_path"]))
         texts = [caption for captions in shard["captions"] for caption in captions]
         images = adapter.encode_images(list(shard["image_path"]), progress=progress,
                                        workers=config.inference.num_workers)

@@ -22,8 +22,7 @@ from tasks.kinds.base import (
 )
 from tasks.kinds.captioning import generation_settings, load_predictions
 from tasks.metrics.vqa import VQAInputs
-from tasks.models import load_adapter
-from tasks.models.base import model_fingerprint, resolve_model_path
+from tasks.models import fingerprint_model, load_adapter
 from tasks.tracking.cache import FolderCache
 
 
@@ -43,14 +42,14 @@ def infer(dataset: DatasetRef, config: EvalConfig, cache_root: Path, progress=No
 
     def compute(shard: pd.DataFrame, folder: Path) -> dict[str, Any]:
         nonlocal adapter
-        adapter = adapter or load_adapter(config.model)
+        adapter = adapter or load_adapter(config.model, list(items["image_path"]))
         answers = adapter.answer(list(shard["image_path"]), [str(q) for q in shard[question]],
                                  progress=progress, workers=config.inference.num_workers)
         (folder / "captions.json").write_text(json.dumps(answers.texts))
         return {"failures": answers.failures}
 
     return run_sharded(
-        items, task="vqa", model_fingerprint=model_fingerprint(resolve_model_path(config.model)),
+        items, task="vqa", model_fingerprint=fingerprint_model(config.model, dataset.digest),
         settings=generation_settings(config),
         shard_key=lambda shard: [(r.image_sha256, str(getattr(r, question)))
                                  for r in shard.itertuples()],

@@ -23,8 +23,7 @@ from tasks.kinds.base import (
 from tasks.kinds.retrieval import inference_settings
 from tasks.metrics.classification import ClassificationInputs
 from tasks.metrics.retrieval import l2_normalize
-from tasks.models import load_adapter
-from tasks.models.base import model_fingerprint, resolve_model_path
+from tasks.models import fingerprint_model, load_adapter
 from tasks.tracking.cache import FolderCache
 from tasks.tracking.fingerprint import inference_fingerprint, stable_hash
 
@@ -47,14 +46,14 @@ def infer(dataset: DatasetRef, config: EvalConfig, cache_root: Path, progress=No
     names = class_names(config, items)
     if not names:
         raise ValueError("no class names: give zero_shot.class_names or a dataset label column")
-    fingerprint = model_fingerprint(resolve_model_path(config.model))
+    fingerprint = fingerprint_model(config.model, dataset.digest)
     settings = inference_settings(config)
     cache = FolderCache(cache_root)
     adapter = None
 
     def model():
         nonlocal adapter
-        adapter = adapter or load_adapter(config.model)
+        adapter = adapter or load_adapter(config.model, list(items["image_path"]))
         return adapter
 
     def compute(shard: pd.DataFrame, folder: Path) -> dict[str, Any]:

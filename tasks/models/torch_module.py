@@ -319,6 +319,14 @@ class TorchModuleAdapter:
         if "dataset" not in (self.settings.mean, self.settings.std):
             self._set_normalization(None)
 
+    @staticmethod
+    def fingerprint(config: ModelConfig, dataset_digest: str) -> str:
+        """With dataset mean/std the outputs depend on the evaluated images as a whole."""
+        settings = _settings(config)
+        uses_dataset = "dataset" in (settings.mean, settings.std)
+        return torch_module_fingerprint(
+            config, {"dataset": dataset_digest} if uses_dataset else None)
+
     def _load_tokenizer(self):
         from transformers import AutoTokenizer
 

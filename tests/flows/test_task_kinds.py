@@ -150,3 +150,36 @@ def test_matching_with_dataset_pairs_and_given_threshold(prefect_harness, tmp_pa
     table = pd.read_parquet(Path(result["report"]) / "per_sample.parquet")
     assert table["label"].tolist() == [0, 1] * 4 and (table["status"] == "scored").all()
     assert result["metrics"]["threshold"] == 0.0
+
+
+def test_matching_with_a_custom_fusion_model(prefect_harness, tmp_path: Path):
+    """The seed article's image + BERT cross-attention classifier as a torch_module."""
+    import torch
+    from safetensors.torch import save_file
+
+    from flows.evaluate import evaluate
+    from tests.helpers import WORDS, word_tokenizer
+    from tests.models.fusion_example import FusionClassifier
+
+    tokenizer = word_tokenizer(WORDS)
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    torch.manual_seed(0)
+    model = FusionClassifier(vocab_size=len(tokenizer))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              tmp_path / "fusion.safetensors")
+    manifest = write_dataset(tmp_path / "ds", n=6)
+    config = build_config(base_config(
+        tmp_path, task="matching",
+        model={"kind": "torch_module", "path": str(tmp_path / "fusion.safetensors"),
+               "torch_module": {"module": "tests.models.fusion_example:FusionClassifier",
+                                "init_kwargs": {"vocab_size": len(tokenizer)},
+                                "tokenizer": str(tmp_path / "tokenizer"), "image_size": 32,
+                                "mean": "dataset", "std": "dataset"}},
+        dataset={"path": str(manifest)},
+        matching={"negatives": "random", "threshold": 0.5},
+    ))
+    result = evaluate(config)
+    table = pd.read_parquet(Path(result["report"]) / "per_sample.parquet")
+    assert len(table) == 24 and table["score"].between(0, 1).all()
+    assert (table["status"] == "scored").all()
+    assert evaluate(config)["inference_cache"] == "hit"

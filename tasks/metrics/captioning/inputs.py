@@ -1,9 +1,11 @@
-"""Inputs of the captioning metrics: one prediction and one or more references per image."""
+"""Inputs of the captioning metrics (one prediction and one or more references per image) and
+the derived forms the metrics share: PTB tokens, word ids and n-gram counts, each computed once.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, repeat
 
 import numpy as np
 
@@ -22,75 +24,15 @@ class TokenizedCaptions:
     references: list[list[str]]
 
 
-@dataclass
-class CaptionInputs:
-    """Predicted and reference captions of ``ids`` (same order in all three lists).
+@dataclass(frozen=True)
+class WordTable:
+    """Every tokenised caption as integer word ids: all references (image after image), then
+    all predictions. ``lengths`` has one entry per caption, ``ids`` all words end to end."""
 
-    The inputs are validated on construction; the tokenised form is computed once, on first
-    use, and shared by all metrics, so treat the lists as read-only after creating the object.
-    """
-
-    ids: list[str]
-    predictions: list[str]
-    references: list[list[str]]
-    _tokenized: TokenizedCaptions | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
-    _ngrams: NgramTables | None = field(default=None, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        self.ids = [str(sample_id) for sample_id in self.ids]
-        self.predictions = list(self.predictions)
-        self.references = [list(refs) for refs in self.references]
-        if not len(self.ids) == len(self.predictions) == len(self.references):
-            raise ValueError(
-                f"ids, predictions and references must have the same length, got "
-                f"{len(self.ids)}, {len(self.predictions)} and {len(self.references)}"
-            )
-        seen: set[str] = set()
-        for sample_id, prediction, refs in zip(
-            self.ids, self.predictions, self.references, strict=True
-        ):
-            if sample_id in seen:
-                raise ValueError(f"duplicate id {sample_id!r}: every sample needs a unique id")
-            seen.add(sample_id)
-            if not isinstance(prediction, str):
-                raise ValueError(
-                    f"prediction of id {sample_id!r} must be a string, got {type(prediction).__name__}"
-                )
-            if not refs:
-                raise ValueError(f"id {sample_id!r} has no reference caption (at least one needed)")
-            for ref in refs:
-                if not isinstance(ref, str):
-                    raise ValueError(
-                        f"references of id {sample_id!r} must be strings, got {type(ref).__name__}"
-                    )
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def tokenized(self) -> TokenizedCaptions:
-        """PTB-tokenised captions (computed on first call, then cached)."""
-        if self._tokenized is None:
-            self._tokenized = tokenize_inputs(self)
-        return self._tokenized
-
-    def ngrams(self) -> NgramTables:
-        """N-gram counts of the tokenised captions for BLEU and CIDEr (cached)."""
-        if self._ngrams is None:
-            self._ngrams = build_ngram_tables(self.tokenized())
-        return self._ngrams
-
-
-def tokenize_inputs(inputs: CaptionInputs) -> TokenizedCaptions:
-    """Tokenise like ``COCOEvalCap``: one tokenizer run over all references (image after image,
-    in ``ids`` order), one over the predictions."""
-    flat = tokenize([ref for refs in inputs.references for ref in refs])
-    references, start = [], 0
-    for refs in inputs.references:
-        references.append(flat[start : start + len(refs)])
-        start += len(refs)
-    return TokenizedCaptions(tokenize(inputs.predictions), references)
+    ids: np.ndarray
+    lengths: np.ndarray
+    vocab_size: int
+    n_refs: int
 
 
 @dataclass(frozen=True)
@@ -118,7 +60,7 @@ class NgramCounts:
 
 @dataclass(frozen=True)
 class NgramTables:
-    """What BLEU and CIDEr need, computed once per ``CaptionInputs``."""
+    """What BLEU and CIDEr need."""
 
     ref_sample: np.ndarray  # sample index of every reference caption (flattened, in order)
     ref_length: np.ndarray  # words per reference caption
@@ -126,13 +68,102 @@ class NgramTables:
     orders: list[NgramCounts]  # orders[n - 1] holds the n-grams
 
 
-def word_ids(sentences: list[list[str]]) -> tuple[np.ndarray, np.ndarray, int]:
-    """(ids of all words, caption after caption; words per caption; vocabulary size)."""
+@dataclass
+class CaptionInputs:
+    """Predicted and reference captions of ``ids`` (same order in all three lists).
+
+    The inputs are validated on construction. Derived forms (tokens, word ids, n-grams) are
+    computed on first use and shared by all metrics, so treat the lists as read-only.
+    """
+
+    ids: list[str]
+    predictions: list[str]
+    references: list[list[str]]
+    _cache: dict[str, object] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.ids = [str(sample_id) for sample_id in self.ids]
+        self.predictions = list(self.predictions)
+        self.references = [list(refs) for refs in self.references]
+        if not len(self.ids) == len(self.predictions) == len(self.references):
+            raise ValueError(
+                f"ids, predictions and references must have the same length, got "
+                f"{len(self.ids)}, {len(self.predictions)} and {len(self.references)}"
+            )
+        seen: set[str] = set()
+        for sample_id, prediction, refs in zip(
+            self.ids, self.predictions, self.references, strict=True
+        ):
+            if sample_id in seen:
+                raise ValueError(f"duplicate id {sample_id!r}: every sample needs a unique id")
+            seen.add(sample_id)
+            if not isinstance(prediction, str):
+                raise ValueError(f"prediction of id {sample_id!r} must be a string, "
+                                 f"got {type(prediction).__name__}")
+            if not refs:
+                raise ValueError(f"id {sample_id!r} has no reference caption (at least one needed)")
+            if not all(isinstance(ref, str) for ref in refs):
+                raise ValueError(f"references of id {sample_id!r} must all be strings")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _cached(self, key: str, compute):  # type: ignore[no-untyped-def]
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def tokenized(self) -> TokenizedCaptions:
+        """PTB-tokenised captions, as pycocoevalcap's ``PTBTokenizer`` (cached)."""
+        return self._cached("tokens", lambda: tokenize_inputs(self))
+
+    def words(self, space_split: bool = False) -> WordTable:
+        """Word ids of the tokenised captions split like BLEU/CIDEr (``str.split()``) or, with
+        ``space_split``, like ROUGE-L (``split(" ")``); the two usually agree (cached)."""
+        table = self._cached("words", lambda: build_word_table(self.tokenized(), str.split))
+        if not space_split:
+            return table
+        return self._cached("space_words", lambda: table if _split_agree(self.tokenized()) else
+                            build_word_table(self.tokenized(), lambda text: text.split(" ")))
+
+    def ngrams(self) -> NgramTables:
+        """N-gram counts of the tokenised captions for BLEU and CIDEr (cached)."""
+        return self._cached("ngrams", lambda: build_ngram_tables(self.words(), self.references))
+
+
+def tokenize_inputs(inputs: CaptionInputs) -> TokenizedCaptions:
+    """Tokenise like ``COCOEvalCap``: one tokenizer run over all references (image after image,
+    in ``ids`` order), one over the predictions."""
+    flat = tokenize([ref for refs in inputs.references for ref in refs])
+    references, start = [], 0
+    for refs in inputs.references:
+        references.append(flat[start : start + len(refs)])
+        start += len(refs)
+    return TokenizedCaptions(tokenize(inputs.predictions), references)
+
+
+def _all_captions(tokens: TokenizedCaptions) -> list[str]:
+    return [*chain.from_iterable(tokens.references), *tokens.predictions]
+
+
+def _split_agree(tokens: TokenizedCaptions) -> bool:
+    """Whether ``split()`` and ``split(" ")`` give the same words for every caption: no caption
+    is empty or holds whitespace other than single spaces (e.g. the no-break space of
+    ``5 7/8``)."""
+    captions = _all_captions(tokens)
+    words = sum(map(len, map(str.split, captions)))
+    return words == sum(map(str.count, captions, repeat(" "))) + len(captions)
+
+
+def build_word_table(tokens: TokenizedCaptions, split) -> WordTable:  # type: ignore[no-untyped-def]
+    """Integer ids for the words of every caption (references first, then predictions)."""
+    captions = _all_captions(tokens)
+    sentences = list(map(split, captions))
     words = list(chain.from_iterable(sentences))
     vocab = {word: i for i, word in enumerate(dict.fromkeys(words))}
     ids = np.fromiter(map(vocab.__getitem__, words), dtype=np.int64, count=len(words))
     lengths = np.fromiter(map(len, sentences), dtype=np.int64, count=len(sentences))
-    return ids, lengths, len(vocab)
+    return WordTable(ids, lengths, len(vocab), len(captions) - len(tokens.predictions))
 
 
 def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -154,6 +185,8 @@ def _order_counts(
     count and equal keys // max_refs the same n-gram in one sample's references.
     """
     n_refs = len(ref_sample)
+    if (len(first_ref) + 1) * n_grams * max_refs >= 2**62:
+        raise ValueError("too many captions and distinct n-grams for 64-bit n-gram keys")
     in_ref = caption < n_refs
     ref_caption = caption[in_ref]
     sample = ref_sample[ref_caption]
@@ -161,38 +194,50 @@ def _order_counts(
         (sample * n_grams + gram[in_ref]) * max_refs + (ref_caption - first_ref[sample])))
     image_of_row = keys // max_refs
     image_key, image_rows = _runs(image_of_row)
-    image_max = np.maximum.reduceat(ref_count, np.cumsum(image_rows) - image_rows) if len(
-        ref_count) else ref_count
-    sample_of_row = image_of_row // n_grams
+    image_max = (np.maximum.reduceat(ref_count, np.cumsum(image_rows) - image_rows)
+                 if len(ref_count) else ref_count)
     pred_keys, pred_count = _runs(np.sort((caption[~in_ref] - n_refs) * n_grams + gram[~in_ref]))
     return NgramCounts(
-        n_grams, first_ref[sample_of_row] + keys % max_refs, image_of_row % n_grams, ref_count,
-        pred_keys // n_grams, pred_keys % n_grams, pred_count, image_key, image_max,
+        n_grams, first_ref[image_of_row // n_grams] + keys % max_refs, image_of_row % n_grams,
+        ref_count, pred_keys // n_grams, pred_keys % n_grams, pred_count, image_key, image_max,
     )
 
 
-def build_ngram_tables(tokens: TokenizedCaptions, max_n: int = 4) -> NgramTables:
-    """Encode every caption's n-grams (orders 1..max_n) as integer ids, fully vectorised."""
-    sentences = [ref.split() for refs in tokens.references for ref in refs]
-    n_refs = len(sentences)
-    sentences += [pred.split() for pred in tokens.predictions]
-    words, lengths, vocab_size = word_ids(sentences)
-    owner = np.repeat(np.arange(len(sentences)), lengths)  # caption of every word position
-    position = np.arange(len(words)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+def _densify(codes: np.ndarray, bound: int) -> tuple[np.ndarray, int]:
+    """Renumber ``0 <= codes < bound`` as 0..k-1 (order kept); returns (new codes, k)."""
+    if bound <= max(8 * len(codes), 1 << 20):  # small code space: a lookup table is fastest
+        present = np.zeros(bound, dtype=np.int64)
+        present[codes] = 1
+        table = np.cumsum(present) - 1
+        return table[codes], max(int(table[-1]) + 1 if bound else 0, 1)
+    uniques, inverse = np.unique(codes, return_inverse=True)
+    return inverse.reshape(-1), max(len(uniques), 1)
+
+
+def build_ngram_tables(
+    words: WordTable, references: list[list[str]], max_n: int = 4
+) -> NgramTables:
+    """Encode every caption's n-grams (orders 1..max_n) as dense integer ids, vectorised.
+
+    An n-gram's id comes from its (n-1)-gram prefix id and its last word id, made dense again
+    after each order so that keys stay small.
+    """
+    ids, lengths, n_refs = words.ids, words.lengths, words.n_refs
+    owner = np.repeat(np.arange(len(lengths)), lengths)  # caption of every word position
+    position = np.arange(len(ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     room = lengths[owner] - position  # words from this position to the end of its caption
-    refs_per_sample = np.array([len(refs) for refs in tokens.references], dtype=np.int64)
+    refs_per_sample = np.array([len(refs) for refs in references], dtype=np.int64)
     ref_sample = np.repeat(np.arange(len(refs_per_sample)), refs_per_sample)
     first_ref = np.cumsum(refs_per_sample) - refs_per_sample
     max_refs = int(refs_per_sample.max(initial=1))
-    orders, gram_ids, n_gram_ids = [], words, max(vocab_size, 1)
+    orders, gram_ids, n_gram_ids = [], ids, max(words.vocab_size, 1)
     for n in range(1, max_n + 1):
         starts = np.nonzero(room >= n)[0]
         if n > 1:  # extend the (n-1)-gram starting here by the word n-1 places further on
-            codes = gram_ids[starts] * vocab_size + words[starts + n - 1]
-            uniques, inverse = np.unique(codes, return_inverse=True)
-            gram_ids = np.full(len(words), -1, dtype=np.int64)
-            gram_ids[starts] = inverse
-            n_gram_ids = max(len(uniques), 1)
+            codes = gram_ids[starts] * words.vocab_size + ids[starts + n - 1]
+            dense, n_gram_ids = _densify(codes, n_gram_ids * words.vocab_size)
+            gram_ids = np.full(len(ids), -1, dtype=np.int64)
+            gram_ids[starts] = dense
         orders.append(_order_counts(owner[starts], gram_ids[starts], n_gram_ids, ref_sample,
                                     first_ref, max_refs))
     return NgramTables(ref_sample, lengths[:n_refs], lengths[n_refs:], orders)

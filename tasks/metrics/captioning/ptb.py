@@ -378,54 +378,83 @@ def _rules() -> list[tuple[str, str | tuple[str, ...], str | None, str]]:
 # --------------------------------------------------------------------------------------------
 
 
-def _char_in(op: str, av: object, ch: str) -> bool:
+_CATEGORIES = {
+    "CATEGORY_DIGIT": r"\d", "CATEGORY_UNI_DIGIT": r"\d", "CATEGORY_NOT_DIGIT": r"\D",
+    "CATEGORY_UNI_NOT_DIGIT": r"\D", "CATEGORY_WORD": r"\w", "CATEGORY_UNI_WORD": r"\w",
+    "CATEGORY_NOT_WORD": r"\W", "CATEGORY_UNI_NOT_WORD": r"\W", "CATEGORY_SPACE": r"\s",
+    "CATEGORY_UNI_SPACE": r"\s", "CATEGORY_NOT_SPACE": r"\S", "CATEGORY_UNI_NOT_SPACE": r"\S",
+}
+
+
+def _atom(op: str, av: object) -> str | None:
+    """Regex for one parsed single-character item, or ``None`` if it is not understood."""
     if op == "LITERAL":
-        return chr(av) == ch  # type: ignore[arg-type]
+        return re.escape(chr(av))  # type: ignore[arg-type]
     if op == "NOT_LITERAL":
-        return chr(av) != ch  # type: ignore[arg-type]
+        return f"[^{re.escape(chr(av))}]"  # type: ignore[arg-type]
     if op == "ANY":
-        return True
-    negate, hit = False, False
+        return "(?s:.)"
+    parts = []
     for item_op, item in av:  # type: ignore[attr-defined]
         name = str(item_op)
         if name == "NEGATE":
-            negate = True
+            parts.append("^")
         elif name == "LITERAL":
-            hit = hit or chr(item) == ch
+            parts.append(re.escape(chr(item)))
         elif name == "RANGE":
-            hit = hit or item[0] <= ord(ch) <= item[1]
-        else:  # categories and anything unexpected: assume it may match
-            return True
-    return hit != negate
+            parts.append(f"{re.escape(chr(item[0]))}-{re.escape(chr(item[1]))}")
+        elif name == "CATEGORY" and str(item) in _CATEGORIES:
+            parts.append(_CATEGORIES[str(item)])
+        else:
+            return None
+    return f"[{''.join(parts)}]"
 
 
-def _may_start(items: object, ch: str, ignorecase: bool = False) -> tuple[bool, bool]:
-    """(a match of the parsed regex ``items`` may start with ``ch``, it may match "").
-
-    Errs towards "may": the answer only selects which rules are tried at a position.
-    """
-    variants = {ch, ch.lower(), ch.upper()} if ignorecase else {ch}
+def _first_atoms(items: object, ignorecase: bool = False) -> tuple[list[str] | None, bool]:
+    """(regexes for the characters a match of the parsed regex may start with, or ``None``
+    for "any"; whether it may match the empty string). Errs towards "may"."""
+    atoms: list[str] = []
     for op, av in items:  # type: ignore[attr-defined]
         name = str(op)
         if name in ("AT", "ASSERT", "ASSERT_NOT"):
             continue
         if name == "SUBPATTERN":
-            hit, nullable = _may_start(av[3], ch, ignorecase or bool(av[1] & re.IGNORECASE))
+            found, nullable = _first_atoms(av[3], ignorecase or bool(av[1] & re.IGNORECASE))
         elif name == "BRANCH":
-            results = [_may_start(alt, ch, ignorecase) for alt in av[1]]
-            hit, nullable = any(r[0] for r in results), any(r[1] for r in results)
+            results = [_first_atoms(alt, ignorecase) for alt in av[1]]
+            found = None if any(r[0] is None for r in results) else [
+                atom for r in results for atom in r[0]]  # type: ignore[union-attr]
+            nullable = any(r[1] for r in results)
         elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
-            hit, nullable = _may_start(av[2], ch, ignorecase)
+            found, nullable = _first_atoms(av[2], ignorecase)
             nullable = nullable or av[0] == 0
         elif name in ("LITERAL", "NOT_LITERAL", "IN", "ANY"):
-            hit, nullable = any(_char_in(name, av, v) for v in variants), False
+            atom = _atom(name, av)
+            found = None if atom is None else [f"(?i:{atom})" if ignorecase else atom]
+            nullable = False
         else:
-            return True, True
-        if hit:
-            return True, False
+            return None, True
+        if found is None:
+            return None, True
+        atoms += found
         if not nullable:
-            return False, False
-    return False, True
+            return atoms, False
+    return atoms, True
+
+
+def _first_char_pattern(regex: str) -> re.Pattern[str] | None:
+    """A pattern matching every character a match of ``regex`` may start with (``None``: any).
+
+    Uses the standard library's regex parser (a private module); if that ever changes, every
+    rule is simply tried everywhere.
+    """
+    try:
+        from re import _parser  # type: ignore[attr-defined]
+
+        atoms, nullable = _first_atoms(_parser.parse(regex))
+        return None if atoms is None or nullable else re.compile("|".join(dict.fromkeys(atoms)))
+    except Exception:  # pragma: no cover - depends on the private module
+        return None
 
 
 # An ASCII word followed by a space, ")", "}", '"' or the end: every rule agrees that
@@ -455,19 +484,9 @@ class _Lexer:
                 self._tails.append(tail or "")
                 self._actions.append(action)
                 self._names.append(name)
-        self._parsed: list[object | None] = [None] * len(self._heads)
+        self._first: list[re.Pattern[str] | None] | None = None
         self._compiled: list[re.Pattern[str] | None] = [None] * len(self._heads)
         self._by_char: dict[str, list[tuple[int, re.Pattern[str], bool]]] = {}
-
-    def _may_start(self, rule: int, ch: str) -> bool:
-        if self._parsed[rule] is None:
-            try:
-                from re import _parser  # type: ignore[attr-defined]
-
-                self._parsed[rule] = _parser.parse(self._heads[rule])
-            except Exception:  # pragma: no cover - private module changed: try every rule
-                return True
-        return _may_start(self._parsed[rule], ch)[0]
 
     def _pattern(self, rule: int) -> re.Pattern[str]:
         pattern = self._compiled[rule]
@@ -478,8 +497,11 @@ class _Lexer:
         return pattern
 
     def _candidates(self, ch: str) -> list[tuple[int, re.Pattern[str], bool]]:
+        """The rules that may match at a position holding ``ch``, in priority order."""
+        if self._first is None:
+            self._first = [_first_char_pattern(head) for head in self._heads]
         found = [(rule, self._pattern(rule), bool(self._tails[rule]))
-                 for rule in range(len(self._heads)) if self._may_start(rule, ch)]
+                 for rule, first in enumerate(self._first) if first is None or first.match(ch)]
         self._by_char[ch] = found
         return found
 
@@ -627,7 +649,8 @@ _RISKY_GAP = re.compile(
 )
 _SPACES = re.compile(r"([ \t]+)")
 _SINGLE_LETTER_DOT = re.compile(r"(?:\A|[^A-Za-z0-9])[A-Za-z]\.\Z")
-_ASCII_ALNUM = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_ASCII_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_ASCII_ALNUM = _ASCII_LETTERS | frozenset("0123456789")
 _STARTS_CAPITAL = re.compile(r"[ \t]*[A-Z<]")
 
 _CACHE_LIMIT = 1_000_000
@@ -682,9 +705,9 @@ def _segments(text: str) -> list[str]:
 
 def _ends_like_acronym(text: str) -> bool:
     """``text`` ends with a one-letter "acronym" such as ``A.`` (then spaces or tabs)."""
-    tail = text.rstrip(" \t")[-3:]
-    return (len(tail) >= 2 and tail[-1] == "." and tail[-2] in _ASCII_ALNUM
-            and not tail[-2].isdigit() and (len(tail) == 2 or tail[0] not in _ASCII_ALNUM))
+    text = text.rstrip(" \t")
+    return (len(text) >= 2 and text[-1] == "." and text[-2] in _ASCII_LETTERS
+            and (len(text) == 2 or text[-3] not in _ASCII_ALNUM))
 
 
 def _needs_whole_line(text: str, next_text: str | None) -> bool:

@@ -17,15 +17,15 @@ from __future__ import annotations
 import numpy as np
 
 from tasks.metrics.base import MetricResult, register_metric
-from tasks.metrics.captioning.inputs import CaptionInputs, word_ids
+from tasks.metrics.captioning.inputs import CaptionInputs, WordTable
 
 BETA = 1.2
 _WORD_BITS = 64
 _MAX_STEPS = 128  # prediction tokens handled in numpy (bounds the pair x position matrix)
 
 
-def _lcs_python(ref: list[str], pred: list[str]) -> int:
-    masks: dict[str, int] = {}
+def _lcs_python(ref: list[int], pred: list[int]) -> int:
+    masks: dict[int, int] = {}
     for position, word in enumerate(ref):
         masks[word] = masks.get(word, 0) | (1 << position)
     v = (1 << len(ref)) - 1
@@ -35,36 +35,42 @@ def _lcs_python(ref: list[str], pred: list[str]) -> int:
     return len(ref) - (v & ((1 << len(ref)) - 1)).bit_count()
 
 
-def lcs_lengths(refs: list[list[str]], preds: list[list[str]], pair_pred: np.ndarray) -> np.ndarray:
-    """LCS length of every reference ``refs[p]`` with prediction ``preds[pair_pred[p]]``."""
-    ids, lengths, vocab_size = word_ids(refs + preds)
-    n_pairs = len(refs)
-    ref_len, pred_len = lengths[:n_pairs], lengths[n_pairs:]
-    split = int(ref_len.sum())
-    ref_ids, pred_ids = ids[:split], ids[split:]
-    # Bit masks: for every (reference, word) the positions of the word in the reference.
-    owner = np.repeat(np.arange(n_pairs), ref_len)
-    position = np.arange(len(ref_ids)) - np.repeat(np.cumsum(ref_len) - ref_len, ref_len)
+def _position_masks(
+    ids: np.ndarray, lengths: np.ndarray, vocab_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted keys ``caption * vocab_size + word`` and the bit mask of the word's positions in
+    the caption (first 64 positions)."""
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    position = np.arange(len(ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     short = position < _WORD_BITS
-    keys = owner[short] * vocab_size + ref_ids[short]
+    keys = owner[short] * vocab_size + ids[short]
     order = np.argsort(keys)
     keys = keys[order]
     bits = np.left_shift(np.uint64(1), position[short][order].astype(np.uint64))
     first = np.ones(len(keys), dtype=bool)
     first[1:] = keys[1:] != keys[:-1]
     starts = np.nonzero(first)[0]
-    unique_keys = keys[starts]
-    masks = np.bitwise_or.reduceat(bits, starts) if len(bits) else bits
+    return keys[starts], (np.bitwise_or.reduceat(bits, starts) if len(bits) else bits)
+
+
+def lcs_lengths(words: WordTable, pair_pred: np.ndarray) -> np.ndarray:
+    """LCS length of every reference ``p`` with prediction ``pair_pred[p]`` (word ids)."""
+    n_pairs = words.n_refs
+    ref_len, pred_len = words.lengths[:n_pairs], words.lengths[n_pairs:]
+    split = int(ref_len.sum())
+    ref_ids, pred_ids = words.ids[:split], words.ids[split:]
+    keys, masks = _position_masks(ref_ids, ref_len, words.vocab_size)
     # Masks of the prediction words, a (pair x position) matrix with 0 past the prediction's end
     # (a zero mask leaves the bit vector unchanged).
     steps = np.minimum(pred_len[pair_pred], _MAX_STEPS)
     pair = np.repeat(np.arange(n_pairs), steps)
     step = np.arange(len(pair)) - np.repeat(np.cumsum(steps) - steps, steps)
-    word_keys = pair * vocab_size + pred_ids[(np.cumsum(pred_len) - pred_len)[pair_pred[pair]] + step]
+    pred_start = np.cumsum(pred_len) - pred_len
+    word_keys = pair * words.vocab_size + pred_ids[pred_start[pair_pred[pair]] + step]
     matrix = np.zeros((n_pairs, int(steps.max(initial=0))), dtype=np.uint64)
-    if len(unique_keys):
-        where = np.minimum(np.searchsorted(unique_keys, word_keys), len(unique_keys) - 1)
-        matrix[pair, step] = np.where(unique_keys[where] == word_keys, masks[where], np.uint64(0))
+    if len(keys):
+        where = np.minimum(np.searchsorted(keys, word_keys), len(keys) - 1)
+        matrix[pair, step] = np.where(keys[where] == word_keys, masks[where], np.uint64(0))
     width = np.minimum(ref_len, _WORD_BITS).astype(np.uint64)
     full = np.where(width == _WORD_BITS, np.uint64(2**64 - 1),
                     (np.uint64(1) << np.minimum(width, 63)) - np.uint64(1))
@@ -72,25 +78,24 @@ def lcs_lengths(refs: list[list[str]], preds: list[list[str]], pair_pred: np.nda
     for column in matrix.T:
         u = v & column
         v = ((v + u) | (v - u)) & full
-    ones = np.bitwise_count(v) if hasattr(np, "bitwise_count") else np.array(
-        [int(x).bit_count() for x in v], dtype=np.int64)
-    lcs = ref_len - ones.astype(np.int64)
+    lcs = ref_len - np.bitwise_count(v).astype(np.int64)
     # Rare: references longer than 64 tokens or predictions longer than _MAX_STEPS tokens.
+    ref_start = np.cumsum(ref_len) - ref_len
     for p in np.nonzero((ref_len > _WORD_BITS) | (pred_len[pair_pred] > _MAX_STEPS))[0]:
-        lcs[p] = _lcs_python(refs[p], preds[pair_pred[p]])
+        i = pair_pred[p]
+        lcs[p] = _lcs_python(ref_ids[ref_start[p] : ref_start[p] + ref_len[p]].tolist(),
+                             pred_ids[pred_start[i] : pred_start[i] + pred_len[i]].tolist())
     return lcs
 
 
 def rouge_l_scores(inputs: CaptionInputs, beta: float = BETA) -> tuple[float, np.ndarray]:
     """(corpus ROUGE-L, per-sample ROUGE-L) as coco-caption."""
-    tokens = inputs.tokenized()
-    preds = [pred.split(" ") for pred in tokens.predictions]
-    refs = [ref.split(" ") for group in tokens.references for ref in group]
-    counts = np.array([len(group) for group in tokens.references], dtype=np.int64)
-    pair_pred = np.repeat(np.arange(len(preds)), counts)
-    lcs = lcs_lengths(refs, preds, pair_pred).astype(np.float64)
-    pred_len = np.array([len(p) for p in preds], dtype=np.float64)
-    ref_len = np.array([len(r) for r in refs], dtype=np.float64)
+    words = inputs.words(space_split=True)
+    counts = np.array([len(refs) for refs in inputs.references], dtype=np.int64)
+    pair_pred = np.repeat(np.arange(len(counts)), counts)
+    lcs = lcs_lengths(words, pair_pred).astype(np.float64)
+    ref_len = words.lengths[: words.n_refs].astype(np.float64)
+    pred_len = words.lengths[words.n_refs :].astype(np.float64)
     starts = np.cumsum(counts) - counts
     prec = np.maximum.reduceat(lcs / pred_len[pair_pred], starts)
     rec = np.maximum.reduceat(lcs / ref_len, starts)
