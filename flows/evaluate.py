@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -117,62 +119,85 @@ def summary_markdown(report: dict[str, Any], link: str, report_uri: str) -> str:
     return "\n".join(lines)
 
 
-@flow(name="evaluate", log_prints=True)
-def evaluate(config: EvalConfig) -> dict[str, Any]:
-    """Evaluate one model on one dataset; one MLflow run; returns metrics and where things are."""
-    logger = get_run_logger()
-    started = time.perf_counter()
-    uri = ml.tracking_uri(config.tracking.tracking_uri)
-    run_name = default_run_name(config)
+class StageTimer:
+    """Wall time per stage, for report.json's ``timings_s``."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, stage: str, call):
+        started = time.perf_counter()
+        value = call()
+        self.timings[stage] = round(time.perf_counter() - started, 3)
+        return value
+
+
+@contextmanager
+def tracked_run(uri: str, config: EvalConfig, run_name: str) -> Iterator[str]:
+    """One MLflow run: params logged once here; it ends FINISHED, or FAILED (KILLED on ^C)
+    with the error as a tag, never left RUNNING."""
     run_id = ml.start_run(uri, config.tracking.experiment, run_name, start_tags(config))
     ml.log_params(uri, run_id, flatten(config))
+    started = time.perf_counter()
     try:
-        run_dir = Path(config.work_dir).expanduser().resolve() / "runs" / run_id
-        timings: dict[str, float] = {}
-
-        def timed(stage: str, call):
-            t0 = time.perf_counter()
-            value = call()
-            timings[stage] = round(time.perf_counter() - t0, 3)
-            return value
-
-        dataset = timed("data", lambda: load_data(config, run_dir))
-        logger.info("data: %d items, %d rejected of %d rows", dataset.items, dataset.rejected,
-                    dataset.rows_in)
-        if dataset.items == 0:
-            ml.log_artifacts(uri, run_id, Path(dataset.rejects_path).parent, "data")
-            raise DataError(f"no usable items in {dataset.source_uri}: all {dataset.rows_in} "
-                            "rows were rejected (see the run's data/rejects.parquet)")
-        cache_root = Path(config.work_dir).expanduser().resolve() / "cache" / "inference"
-        inference = timed("inference", lambda: run_inference(dataset, config, cache_root))
-        scores = timed("score", lambda: score(dataset, inference, config, run_dir))
-        review_csv = timed("review", lambda: sample_review(scores, config, run_dir))
-        tags = result_tags(dataset, inference)
-        report = {
-            "task": config.task.value, "run_name": run_name, "mlflow_run_id": run_id,
-            "mlflow_tracking_uri": uri, "config": config.model_dump(mode="json"),
-            "fingerprints": {"dataset": dataset.digest, "model": inference.model_fingerprint,
-                             "inference": inference.fingerprint,
-                             "code": inference_code_version()},
-            "inference_cache": tags["bifocal.inference_cache"],
-            "counts": {"rows_in": dataset.rows_in, "items": dataset.items,
-                       "rejected": dataset.rejected, **scores.counts},
-            "metrics": scores.metrics, "higher_is_better": scores.higher_is_better,
-            "skipped": scores.skipped, "warnings": scores.warnings, "timings_s": timings,
-            "rejects_by_reason": _reject_summary(dataset),
-        }
-        report_uri = timed("report", lambda: export_report(config, report, dataset, scores,
-                                                           review_csv, run_dir))
-        track_results(uri, run_id, dataset, scores, run_dir / "report", tags)
-        link = ml.run_link(uri, run_id)
-        create_markdown_artifact(summary_markdown(report, link, report_uri),
-                                 key="bifocal-evaluation", description="Evaluation summary")
-        ml.log_metrics(uri, run_id, {"wall_time_s": time.perf_counter() - started})
-        ml.end_run(uri, run_id, "FINISHED")
+        yield run_id
     except BaseException as error:
         ml.set_tags(uri, run_id, {"bifocal.error": f"{type(error).__name__}: {error}"[:5000]})
         ml.end_run(uri, run_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
+    ml.log_metrics(uri, run_id, {"wall_time_s": time.perf_counter() - started})
+    ml.end_run(uri, run_id, "FINISHED")
+
+
+def build_report(config: EvalConfig, run: dict[str, str], dataset: DatasetRef,
+                 inference: InferenceRef, scores: Scores, timings: dict[str, float]) -> dict:
+    return {
+        "task": config.task.value, **run, "config": config.model_dump(mode="json"),
+        "fingerprints": {"dataset": dataset.digest, "model": inference.model_fingerprint,
+                         "inference": inference.fingerprint, "code": inference_code_version()},
+        "inference_cache": result_tags(dataset, inference)["bifocal.inference_cache"],
+        "counts": {"rows_in": dataset.rows_in, "items": dataset.items,
+                   "rejected": dataset.rejected, **scores.counts},
+        "metrics": scores.metrics, "higher_is_better": scores.higher_is_better,
+        "skipped": scores.skipped, "warnings": scores.warnings, "timings_s": timings,
+        "rejects_by_reason": _reject_summary(dataset),
+    }
+
+
+def run_stages(config: EvalConfig, uri: str, run_id: str, run_name: str) -> dict[str, Any]:
+    """data -> inference -> score -> review sample -> report, then results onto the run."""
+    logger = get_run_logger()
+    work = Path(config.work_dir).expanduser().resolve()
+    run_dir = work / "runs" / run_id
+    timed = StageTimer()
+    dataset = timed("data", lambda: load_data(config, run_dir))
+    logger.info("data: %d items, %d rejected of %d rows", dataset.items, dataset.rejected,
+                dataset.rows_in)
+    if dataset.items == 0:
+        ml.log_artifacts(uri, run_id, Path(dataset.rejects_path).parent, "data")
+        raise DataError(f"no usable items in {dataset.source_uri}: all {dataset.rows_in} "
+                        "rows were rejected (see the run's data/rejects.parquet)")
+    cache_root = work / "cache" / "inference"
+    inference = timed("inference", lambda: run_inference(dataset, config, cache_root))
+    scores = timed("score", lambda: score(dataset, inference, config, run_dir))
+    review_csv = timed("review", lambda: sample_review(scores, config, run_dir))
+    run = {"run_name": run_name, "mlflow_run_id": run_id, "mlflow_tracking_uri": uri}
+    report = build_report(config, run, dataset, inference, scores, timed.timings)
+    report_uri = timed("report", lambda: export_report(config, report, dataset, scores,
+                                                       review_csv, run_dir))
+    track_results(uri, run_id, dataset, scores, run_dir / "report",
+                  result_tags(dataset, inference))
+    create_markdown_artifact(summary_markdown(report, ml.run_link(uri, run_id), report_uri),
+                             key="bifocal-evaluation", description="Evaluation summary")
     return {"mlflow_run_id": run_id, "run_name": run_name, "tracking_uri": uri,
             "metrics": scores.metrics, "counts": report["counts"], "report": report_uri,
             "inference_cache": report["inference_cache"], "warnings": scores.warnings}
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate(config: EvalConfig) -> dict[str, Any]:
+    """Evaluate one model on one dataset; one MLflow run; returns metrics and where things are."""
+    uri = ml.tracking_uri(config.tracking.tracking_uri)
+    run_name = default_run_name(config)
+    with tracked_run(uri, config, run_name) as run_id:
+        return run_stages(config, uri, run_id, run_name)
