@@ -24,8 +24,9 @@ def score_captions(
     """Run the requested captioning metrics (default: all registered ones) on ``inputs``.
 
     The PTB tokenisation (and the n-gram tables of BLEU/CIDEr) is computed once and shared.
-    Metrics that cannot run here (METEOR without Java, SPICE without CoreNLP) come back as
-    ``MetricResult.skip`` with the reason; ``options`` maps a metric name to keyword options.
+    Metrics that cannot run here (METEOR without Java, SPICE without CoreNLP) or not on these
+    inputs (CIDEr-D on one image: ``ValueError``) come back as ``MetricResult.skip`` with the
+    reason, as in the evaluation flow; ``options`` maps a metric name to keyword options.
     """
     known = captioning_metric_names()
     names = list(metrics) if metrics is not None else known
@@ -34,4 +35,10 @@ def score_captions(
         raise ValueError(f"unknown captioning metric(s) {unknown}; known: {known}")
     options = options or {}
     inputs.tokenized()  # computed once, shared by every metric below
-    return {name: get_metric(name)(inputs, **options.get(name, {})) for name in names}
+    results: dict[str, MetricResult] = {}
+    for name in names:
+        try:
+            results[name] = get_metric(name)(inputs, **options.get(name, {}))
+        except ValueError as error:
+            results[name] = MetricResult.skip(str(error))
+    return results

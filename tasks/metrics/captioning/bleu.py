@@ -17,7 +17,12 @@ from __future__ import annotations
 import numpy as np
 
 from tasks.metrics.base import MetricResult, register_metric
-from tasks.metrics.captioning.inputs import CaptionInputs, NgramCounts, NgramTables
+from tasks.metrics.captioning.inputs import (
+    CaptionInputs,
+    NgramCounts,
+    NgramTables,
+    require_samples,
+)
 
 MAX_N = 4
 _SMALL = 1e-9
@@ -64,6 +69,7 @@ def bleu_scores(inputs: CaptionInputs, n: int = MAX_N) -> tuple[np.ndarray, np.n
     """(corpus BLEU-1..n, per-sample BLEU-1..n of shape (samples, n))."""
     if not 1 <= n <= MAX_N:
         raise ValueError(f"BLEU order must be between 1 and {MAX_N}, got {n}")
+    require_samples(inputs, "BLEU")
     tables = inputs.ngrams()
     n_samples = len(inputs)
     correct = np.stack(

@@ -57,8 +57,8 @@ def cider_d(inputs: CaptionInputs, sigma: float = SIGMA) -> tuple[float, np.ndar
     n_samples = len(inputs)
     if n_samples < 2:
         raise ValueError(
-            f"CIDEr-D needs at least 2 images (its idf weights are log(#images) - log(df)), "
-            f"got {n_samples}"
+            f"CIDEr-D needs at least 2 images (its idf weights are log(#images) - log(df), all 0 "
+            f"for one image), got {n_samples}"
         )
     tables = inputs.ngrams()
     log_images = float(np.log(float(n_samples)))

@@ -4,12 +4,18 @@ the derived forms the metrics share: PTB tokens, word ids and n-gram counts, eac
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import chain, repeat
+from itertools import chain
+from typing import TypeVar
 
 import numpy as np
 
 from tasks.metrics.captioning.ptb import tokenize
+
+T = TypeVar("T")
+_OTHER_WHITESPACE = re.compile(r"[^\S ]")
 
 
 @dataclass(frozen=True)
@@ -108,10 +114,10 @@ class CaptionInputs:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def _cached(self, key: str, compute):  # type: ignore[no-untyped-def]
+    def _cached(self, key: str, compute: Callable[[], T]) -> T:
         if key not in self._cache:
             self._cache[key] = compute()
-        return self._cache[key]
+        return self._cache[key]  # type: ignore[return-value]
 
     def tokenized(self) -> TokenizedCaptions:
         """PTB-tokenised captions, as pycocoevalcap's ``PTBTokenizer`` (cached)."""
@@ -131,6 +137,12 @@ class CaptionInputs:
         return self._cached("ngrams", lambda: build_ngram_tables(self.words(), self.references))
 
 
+def require_samples(inputs: CaptionInputs, metric: str, minimum: int = 1) -> None:
+    """Raise ``ValueError`` (reported as a skip by the evaluation) for too few samples."""
+    if len(inputs) < minimum:
+        raise ValueError(f"{metric} needs at least {minimum} sample(s), got {len(inputs)}")
+
+
 def tokenize_inputs(inputs: CaptionInputs) -> TokenizedCaptions:
     """Tokenise like ``COCOEvalCap``: one tokenizer run over all references (image after image,
     in ``ids`` order), one over the predictions."""
@@ -147,15 +159,14 @@ def _all_captions(tokens: TokenizedCaptions) -> list[str]:
 
 
 def _split_agree(tokens: TokenizedCaptions) -> bool:
-    """Whether ``split()`` and ``split(" ")`` give the same words for every caption: no caption
-    is empty or holds whitespace other than single spaces (e.g. the no-break space of
-    ``5 7/8``)."""
+    """Whether ``split(" ")`` gives the same words as ``split()`` for every caption: true unless
+    a caption is empty or holds whitespace other than the single spaces between tokens (e.g. the
+    no-break space of ``5 7/8``)."""
     captions = _all_captions(tokens)
-    words = sum(map(len, map(str.split, captions)))
-    return words == sum(map(str.count, captions, repeat(" "))) + len(captions)
+    return all(captions) and _OTHER_WHITESPACE.search("".join(captions)) is None
 
 
-def build_word_table(tokens: TokenizedCaptions, split) -> WordTable:  # type: ignore[no-untyped-def]
+def build_word_table(tokens: TokenizedCaptions, split: Callable[[str], list[str]]) -> WordTable:
     """Integer ids for the words of every caption (references first, then predictions)."""
     captions = _all_captions(tokens)
     sentences = list(map(split, captions))

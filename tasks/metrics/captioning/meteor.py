@@ -14,6 +14,7 @@ Without Java on PATH or without the jar the metric is skipped with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import shutil
 import subprocess
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.metrics.base import MetricResult, register_metric
-from tasks.metrics.captioning.inputs import CaptionInputs
+from tasks.metrics.captioning.inputs import CaptionInputs, require_samples
 
 METEOR_JAR = "meteor-1.5.jar"
 
@@ -62,7 +63,8 @@ class MeteorProcess:
     """One METEOR JVM in ``-stdio`` mode; use as a context manager."""
 
     def __init__(self, jar: Path, java: str = "java", memory: str = "2G") -> None:
-        self._stderr = tempfile.TemporaryFile()
+        # Kept open for the life of the process; closed in ``close``.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
         self._process = subprocess.Popen(
             [java, "-jar", f"-Xmx{memory}", str(jar), "-", "-", "-stdio", "-l", "en", "-norm"],
             cwd=jar.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
@@ -77,10 +79,8 @@ class MeteorProcess:
     def close(self) -> None:
         process = self._process
         if process.stdin and not process.stdin.closed:
-            try:
+            with contextlib.suppress(OSError):
                 process.stdin.close()
-            except OSError:
-                pass
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -97,7 +97,9 @@ class MeteorProcess:
                                f"{detail or 'no error output'}")
         return line.decode().strip()
 
-    def score(self, predictions: list[str], references: list[list[str]]) -> tuple[float, np.ndarray]:
+    def score(
+        self, predictions: list[str], references: list[list[str]]
+    ) -> tuple[float, np.ndarray]:
         """(corpus METEOR, per-sample METEOR) for tokenised captions."""
         stdin = self._process.stdin
         errors: list[BaseException] = []
@@ -124,15 +126,14 @@ def meteor_score(
     inputs: CaptionInputs, jar: str | Path | None = None, memory: str = "2G"
 ) -> MetricResult:
     """METEOR 1.5 (pycocoevalcap's jar, one JVM per call); skipped without Java or the jar."""
+    require_samples(inputs, "METEOR")
     java = shutil.which("java")
     if java is None:
         return MetricResult.skip("METEOR needs Java, but no 'java' executable is on PATH")
     jar_path = Path(jar) if jar is not None else find_meteor_jar()
     if jar_path is None or not jar_path.is_file():
-        where = str(jar_path) if jar_path else "the pycocoevalcap package (pip install pycocoevalcap)"
+        where = str(jar_path) if jar_path else "the pycocoevalcap package (is it installed?)"
         return MetricResult.skip(f"METEOR needs {METEOR_JAR}, not found in {where}")
-    if len(inputs) == 0:
-        return MetricResult(corpus={"meteor": float("nan")}, per_sample={"meteor": np.zeros(0)})
     tokens = inputs.tokenized()
     with MeteorProcess(jar_path, java=java, memory=memory) as process:
         corpus, per_sample = process.score(tokens.predictions, tokens.references)

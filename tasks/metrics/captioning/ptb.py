@@ -22,30 +22,34 @@ reproduces that output without Java:
   ``plan a``, otherwise ``plan a.``), as in pycocoevalcap. ``tokenize`` takes the same ordered
   list of captions pycocoevalcap would write, so this is reproduced as well.
 
-Speed: most captions take a fast path that looks every whitespace-separated chunk up in a cache
-of already-lexed chunks; captions where a token or a lexer context may cross whitespace (SGML
-tags, ``5 7/8``, phone numbers, spaced dots, ``A. The``, ``no. 5``...) and the last caption of
-the stream (end-of-file contexts) go through the full lexer.
+Speed: a line is cut at the spaces and tabs that no token or lexer context can cross, and each
+piece is looked up in a cache of already-lexed pieces, so the lexer mostly runs once per distinct
+word form. Lines with SGML tags or unusual spaces, lines whose end depends on the next line, and
+the last line of the stream (end-of-file contexts) are lexed as a whole. In the lexer, only the
+rules that can start with the character at hand are tried (found from the parsed rule regexes).
 
 Known differences from pycocoevalcap (all exotic for captions):
 
 * Carriage returns, vertical tabs, form feeds and U+2028/U+2029 inside a caption are treated as
   spaces. The Java tokenizer turns them into extra output lines, which makes pycocoevalcap pair
-  every later caption of the corpus with the wrong tokens (a bug we do not reproduce).
-* Character classes use the Unicode database of the running Python (CoreNLP 3.4.1 used the JDK
-  of 2014); characters added to Unicode since then may be classified differently, and Java and
-  Python lower-case a few characters (final sigma contexts, rare title-case letters) differently.
-* Characters outside the Basic Multilingual Plane (emoji) are deleted, as in Java, but when one
-  sits inside a URL or e-mail address Java may keep it; we keep it there too, best effort.
-* The rarely triggered PTBLexer rules were re-created from the CoreNLP sources and black-box
-  tests against the 3.4.1 jar; inputs mixing SGML tags, phone numbers, URLs or e-mail addresses
-  with unusual punctuation may still be split differently.
+  every later caption of the corpus with the wrong tokens (a bug we do not reproduce). An SGML
+  tag whose quoted attribute value runs over into the next caption has the same effect in Java;
+  we never let a token cross a caption boundary.
+* Character classes use the Unicode database of the running Python (CoreNLP 3.4.1 was built
+  with the JDK of 2014), so characters assigned since may be classified differently.
+* Lower-casing is Python's ``str.lower`` except for capital sigma, whose final/non-final form
+  follows Java's rule with an approximation of Java's word boundaries.
+* Characters outside the Basic Multilingual Plane (emoji) are split into UTF-16 surrogates as
+  in Java, which deletes them as untokenizable; inside URLs and e-mail addresses both keep them.
+* The PTBLexer rules were re-created from the CoreNLP sources (2009 and 2017 versions bracket
+  3.4.1) and black-box tests against the 3.4.1 jar (hundreds of thousands of random captions and
+  character soups agree); rarely used rules (phone numbers, URLs, e-mail addresses, SGML,
+  emoticons) may still differ on inputs that were not tried.
 """
 
 from __future__ import annotations
 
 import re
-import sys
 import unicodedata
 from collections.abc import Callable, Sequence
 from functools import cache
@@ -61,34 +65,43 @@ PUNCTUATIONS = frozenset(
 # --------------------------------------------------------------------------------------------
 
 
-def _class_from(predicate: Callable[[str], bool]) -> str:
-    """A regex character-class body with every BMP character for which ``predicate`` holds."""
+def _class_body(codes: list[int]) -> str:
+    """A regex character-class body for sorted code points (as ranges)."""
     parts: list[str] = []
-    start = None
-    for code in range(0x10000 + 1):
-        inside = code < 0x10000 and not 0xD800 <= code < 0xE000 and predicate(chr(code))
-        if inside and start is None:
-            start = code
-        elif not inside and start is not None:
-            end = code - 1
-            parts.append(re.escape(chr(start)) if start == end else
-                         f"{re.escape(chr(start))}-{re.escape(chr(end))}")
-            start = None
+    for start, end in _runs_of(codes):
+        parts.append(re.escape(chr(start)) if start == end else
+                     f"{re.escape(chr(start))}-{re.escape(chr(end))}")
     return "".join(parts)
+
+
+def _runs_of(codes: list[int]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for code in codes:
+        if runs and runs[-1][1] == code - 1:
+            runs[-1] = (runs[-1][0], code)
+        else:
+            runs.append((code, code))
+    return runs
 
 
 @cache
 def _unicode_classes() -> tuple[str, str]:
-    """(alphanumerics that are neither letters nor decimal digits, upper-case letters).
+    """(alphanumerics that are neither letters nor decimal digits, upper-case letters), BMP.
 
     Letters are written ``(?![<first>])[^\\W\\d_]``: Python's ``\\w`` also holds numeric
     characters such as ``²`` or ``½``, which Java's ``Character.isLetter`` rejects. Spelling
     all letters out as one class would make the rule regexes ~30x slower to compile.
     """
-    numeric = _class_from(
-        lambda ch: ch.isalnum() and unicodedata.category(ch)[0] != "L" and not ch.isdecimal())
-    upper = _class_from(lambda ch: unicodedata.category(ch) == "Lu")
-    return numeric, upper
+    numeric, upper = [], []
+    for code in range(0x10000):
+        ch = chr(code)
+        if ch.isalnum() and not ch.isdecimal():
+            category = unicodedata.category(ch)
+            if category == "Lu":
+                upper.append(code)
+            elif category[0] != "L":
+                numeric.append(code)
+    return _class_body(numeric), _class_body(upper)
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,10 +175,11 @@ _SKIP = ("skip", "untokenizable")
 # Capitalised words after which "X." / "U.S." is taken to end a sentence (first letter
 # case-sensitive, the rest caseless, as ``[T]he`` in the JFlex source).
 _ACRONYM_NEXT_WORDS = (
-    "About According Additionally After An A As At But Earlier He Her Here However If In It Last "
-    "Many More Mr. Ms. Now Once One Other Our She Since So Some Such That The Their Then There "
-    "These They This We When While What Yet You"
-).split()
+    "About", "According", "Additionally", "After", "An", "A", "As", "At", "But", "Earlier", "He",
+    "Her", "Here", "However", "If", "In", "It", "Last", "Many", "More", "Mr.", "Ms.", "Now", "Once",
+    "One", "Other", "Our", "She", "Since", "So", "Some", "Such", "That", "The", "Their", "Then",
+    "There", "These", "They", "This", "We", "When", "While", "What", "Yet", "You",
+)
 
 
 def _ci(alternatives: str) -> str:
@@ -205,7 +219,7 @@ def _rules() -> list[tuple[str, str | tuple[str, ...], str | None, str]]:
     name = r"[A-Za-z][A-Za-z0-9_:.\-]*"
     sgml = (rf"<(?:[!?][A-Za-z\-][^>\r\n]*|{name}(?:[ ]+(?:{name}[ ]*=[ ]*(?:'[^'\r\n]*'|"
             rf"\"[^\"\r\n]*\")|{name}))*[ ]*\/?|\/{name})[ ]*>")
-    apos = "(?:['\u0092\u2019]|&apos;)"
+    apos = "(?:['\u0092\u2019]|" + _ci("&apos;") + ")"
     aposetc = f"(?:{apos}|[`\u0091\u2018\u201b])"
     num = f"(?:{D}*(?:[.:,\u00ad\u066b\u066c]{D}+)+|{D}+)"
     acro = ("(?:[A-Za-z](?:\\.[A-Za-z])+|" + _ci("canada|sino|korean|eu|japan|non")
@@ -215,7 +229,7 @@ def _rules() -> list[tuple[str, str | tuple[str, ...], str | None, str]]:
     thing = f"{thing_part}(?:{hyphen}{thing_part})*"
     thing3 = r"[A-Za-z0-9]+(?:-[A-Za-z]+){0,2}(?:\\?\/[A-Za-z0-9]+(?:-[A-Za-z]+){0,2}){1,2}"
     hthing = (f"[A-Za-z0-9][A-Za-z0-9.,\u00ad]*(?:-(?:{acro}\\.|[A-Za-z0-9\u00ad]+))+")
-    thinga = "[A-Z]+(?:(?:[+&]|&amp;)[A-Z]+)+"
+    thinga = "[A-Z]+(?:(?:" + _ci("&amp;") + "|[+&])[A-Z]+)+"  # longer alternative first
     redaux = f"{apos}(?:[msdMSD]|{_ci('re|ve|ll')})"
     sword = "[A-Za-z\u00ad]*[A-MO-Za-mo-z]\u00ad*"
     sredaux = f"{_ci('n')}{aposetc}{_ci('t')}"
@@ -251,7 +265,8 @@ def _rules() -> list[tuple[str, str | tuple[str, ...], str | None, str]]:
         "bat|bmp|bz2|c|class|cgi|cpp|dll|doc|docx|exe|gif|gz|h|htm|html|jar|java|jpeg|jpg|mov|"
         "mp3|pdf|php|pl|png|ppt|ps|py|sql|tar|txt|wav|x|xml|zip")
     filename = f"{LD}+(?:\\.{LD}+)*\\.{filename_ext}"
-    quotes_set = "[`\u2018\u2019\u201a\u201b\u201c\u201d\u0091\u0092\u0093\u0094\u201e\u201f\u2039\u203a\u00ab\u00bb]"
+    quotes_set = ("[`\u2018\u2019\u201a\u201b\u201c\u201d\u0091\u0092\u0093\u0094\u201e\u201f"
+                  "\u2039\u203a\u00ab\u00bb]")
     misc_symbol = (
         "[+%&~^|\\\\\u00a6\u00a7\u00a8\u00a9\u00ac\u00ae\u00af\u00b0-\u00b3\u00b4-\u00ba\u00d7"
         "\u00f7\u0387\u05be\u05c0\u05c3\u05c6\u05f3\u05f4\u0600-\u0603\u0606-\u060a\u060c\u0614"
@@ -332,11 +347,11 @@ def _rules() -> list[tuple[str, str | tuple[str, ...], str | None, str]]:
         ("filename", filename, f"(?:{spacenl}|[.?!,])", "keep"),
         ("word_dot", f"{word}\\.", insentp, "word"),
         ("phone", phone, None, "phone"),
-        ("dblquote_left", '"|&quot;', "[A-Za-z0-9$]", "left_quote"),
-        ("dblquote", '"|&quot;', None, "right_quote"),
+        ("dblquote_left", '"|' + _ci("&quot;"), "[A-Za-z0-9$]", "left_quote"),
+        ("dblquote", '"|' + _ci("&quot;"), None, "right_quote"),
         ("del", "\u007f", None, "skip"),
-        ("lt", "<|&lt;", None, "lt"),
-        ("gt", ">|&gt;", None, "gt"),
+        ("lt", "<|" + _ci("&lt;"), None, "lt"),
+        ("gt", ">|" + _ci("&gt;"), None, "gt"),
         ("smiley", r"[<>]?[:;=][\-o\*']?[\(\)DPdpO\\{@\|\[\]]", "[^A-Za-z0-9]", "smiley"),
         ("asiansmiley", r"[\^x=~<>]\.\[\^x=~<>]|[\-\^x=~<>']_[\-\^x=~<>']|"
          r"\([\-\^x=~<>'][_.]?[\-\^x=~<>']\)|\([\^x=~<>']-[\^x=~<>'`]\)", None, "smiley"),
@@ -352,7 +367,8 @@ def _rules() -> list[tuple[str, str | tuple[str, ...], str | None, str]]:
         ("asts", r"\*+|(?:\\\*){1,3}", None, "keep"),
         ("insentp", insentp, None, "keep"),
         ("bang", "[?!]+", None, "keep"),
-        ("period", "[.\u00a1\u00bf\u037e\u0589\u061f\u06d4\u0700-\u0702\u07fa\u3002]", None, "keep"),
+        ("period", "[.\u00a1\u00bf\u037e\u0589\u061f\u06d4\u0700-\u0702\u07fa\u3002]", None,
+         "keep"),
         ("equals", "=", None, "keep"),
         ("slash", r"\/", None, "keep"),
         ("hthing_dot", f"{hthing}\\.", insentp, "word"),
@@ -474,16 +490,14 @@ class _Lexer:
         self._heads: list[str] = []
         self._tails: list[str] = []
         self._actions: list[str] = []
-        self._names: list[str] = []
         # A rule whose head is a tuple of alternatives becomes one entry per alternative (same
         # action, consecutive priority): Python's ``re`` takes the first alternative that
         # matches, JFlex the longest.
-        for name, heads, tail, action in _rules():
+        for _, heads, tail, action in _rules():
             for head in (heads,) if isinstance(heads, str) else heads:
                 self._heads.append(head)
                 self._tails.append(tail or "")
                 self._actions.append(action)
-                self._names.append(name)
         self._first: list[re.Pattern[str] | None] | None = None
         self._compiled: list[re.Pattern[str] | None] = [None] * len(self._heads)
         self._by_char: dict[str, list[tuple[int, re.Pattern[str], bool]]] = {}
@@ -505,7 +519,7 @@ class _Lexer:
         self._by_char[ch] = found
         return found
 
-    def lex(self, text: str, stop: int, trace: bool = False) -> list[str]:
+    def lex(self, text: str, stop: int) -> list[str]:
         """Raw tokens of ``text[:stop]``; the rest of ``text`` is only right context."""
         tokens: list[str] = []
         pos = 0
@@ -525,8 +539,6 @@ class _Lexer:
                     best, best_end, best_match, best_tail = rule, match.end(), match, has_tail
             token = best_match.group(1) if best_tail else best_match.group()  # type: ignore[union-attr]
             action = actions[best]
-            if trace:
-                print(f"{self._names[best]:>16} {token!r}", file=sys.stderr)
             pos += len(token)
             if action in _SKIP or action == "newline":
                 continue
@@ -590,7 +602,7 @@ def _joins(left: str, mid: str, right: str) -> bool:
     approximately)."""
     if mid not in "-'\"._\u2013" or not (_is_word_char(left) and _is_word_char(right)):
         return False
-    return mid not in "._" or left.isdigit() == right.isdigit()
+    return left.isdigit() == right.isdigit()
 
 
 def _word_around(token: str, i: int) -> tuple[str, str]:
@@ -648,12 +660,13 @@ _RISKY_GAP = re.compile(
     r"|\.[ \t]+(?:[.\dA-Z]|(?ai:ltd|lim))"
 )
 _SPACES = re.compile(r"([ \t]+)")
-_SINGLE_LETTER_DOT = re.compile(r"(?:\A|[^A-Za-z0-9])[A-Za-z]\.\Z")
+# A letter and a dot that may be a token of their own: no letter before (after a digit, a
+# token such as "5 7/8" may have ended just before the letter).
+_SINGLE_LETTER_DOT = re.compile(r"(?:\A|[^A-Za-z])[A-Za-z]\.\Z")
 _ASCII_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-_ASCII_ALNUM = _ASCII_LETTERS | frozenset("0123456789")
-_STARTS_CAPITAL = re.compile(r"[ \t]*[A-Z<]")
+_STARTS_CAPITAL = re.compile(r"[ \t\n]*[A-Z<]")
 
-_CACHE_LIMIT = 1_000_000
+_CACHE_LIMIT = 200_000  # entries per cache; cleared when full
 # Output (space-joined, lower-cased, punctuation removed) of chunks lexed on their own: a chunk
 # followed by a space, and a line's last chunk followed by a newline.
 _chunk_cache: dict[str, str] = {}
@@ -707,11 +720,12 @@ def _ends_like_acronym(text: str) -> bool:
     """``text`` ends with a one-letter "acronym" such as ``A.`` (then spaces or tabs)."""
     text = text.rstrip(" \t")
     return (len(text) >= 2 and text[-1] == "." and text[-2] in _ASCII_LETTERS
-            and (len(text) == 2 or text[-3] not in _ASCII_ALNUM))
+            and (len(text) == 2 or text[-3] not in _ASCII_LETTERS))
 
 
 def _needs_whole_line(text: str, next_text: str | None) -> bool:
-    """Whether the line must go through the lexer as a whole (with the next line as context)."""
+    """Whether the line must go through the lexer as a whole, ``next_text`` (what follows the
+    line break, see ``_right_context``) as right context."""
     if next_text is None:
         return True  # the end of the stream has its own contexts
     if text.isascii():
@@ -754,8 +768,21 @@ def tokenize(captions: Sequence[str]) -> list[str]:
     then of image 2, ...); a caption's last tokens may depend on the start of the next one.
     """
     texts = [_clean(caption) for caption in captions]
-    nexts: list[str | None] = [*texts[1:], None]
-    return [_tokenize_line(text, nxt) for text, nxt in zip(texts, nexts, strict=True)]
+    return [_tokenize_line(text, _right_context(texts, i)) for i, text in enumerate(texts)]
+
+
+def _right_context(texts: list[str], i: int) -> str | None:
+    """What the lexer sees after line ``i`` (``None``: end of file): the following lines up to
+    the first non-blank one, and the line break after that one, if any."""
+    j = i + 1
+    if j < len(texts) and texts[j].strip(" \t"):  # the usual case
+        return texts[j] + "\n" if j + 1 < len(texts) else texts[j]
+    while j < len(texts) and not texts[j].strip(" \t"):
+        j += 1
+    if j == i + 1:
+        return None
+    context = "\n".join(texts[i + 1 : j + 1])
+    return context + "\n" if j + 1 < len(texts) else context
 
 
 def tokenize_to_lists(captions: Sequence[str]) -> list[list[str]]:

@@ -9,7 +9,8 @@ is 0. The corpus value is the mean over samples.
 LCS lengths use the bit-parallel algorithm of Allison & Dix / Hyyro: the positions of every
 reference word form a bit mask, and one pass over the prediction updates a bit vector with a
 few integer operations per word, for all (prediction, reference) pairs at once in numpy
-(references up to 64 tokens; longer ones use Python integers).
+(uint64 masks; pairs with a reference over 64 tokens or a prediction over 128 tokens are done
+one by one with Python integers).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from tasks.metrics.base import MetricResult, register_metric
-from tasks.metrics.captioning.inputs import CaptionInputs, WordTable
+from tasks.metrics.captioning.inputs import CaptionInputs, WordTable, require_samples
 
 BETA = 1.2
 _WORD_BITS = 64
@@ -33,6 +34,13 @@ def _lcs_python(ref: list[int], pred: list[int]) -> int:
         u = v & masks.get(word, 0)
         v = (v + u) | (v - u)
     return len(ref) - (v & ((1 << len(ref)) - 1)).bit_count()
+
+
+def _popcount(values: np.ndarray) -> np.ndarray:
+    """Set bits of every uint64 (``np.bitwise_count`` needs numpy >= 2)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(values).astype(np.int64)
+    return np.unpackbits(values.view(np.uint8)).reshape(len(values), 64).sum(axis=1)
 
 
 def _position_masks(
@@ -78,7 +86,7 @@ def lcs_lengths(words: WordTable, pair_pred: np.ndarray) -> np.ndarray:
     for column in matrix.T:
         u = v & column
         v = ((v + u) | (v - u)) & full
-    lcs = ref_len - np.bitwise_count(v).astype(np.int64)
+    lcs = ref_len - _popcount(v)
     # Rare: references longer than 64 tokens or predictions longer than _MAX_STEPS tokens.
     ref_start = np.cumsum(ref_len) - ref_len
     for p in np.nonzero((ref_len > _WORD_BITS) | (pred_len[pair_pred] > _MAX_STEPS))[0]:
@@ -90,6 +98,7 @@ def lcs_lengths(words: WordTable, pair_pred: np.ndarray) -> np.ndarray:
 
 def rouge_l_scores(inputs: CaptionInputs, beta: float = BETA) -> tuple[float, np.ndarray]:
     """(corpus ROUGE-L, per-sample ROUGE-L) as coco-caption."""
+    require_samples(inputs, "ROUGE-L")
     words = inputs.words(space_split=True)
     counts = np.array([len(refs) for refs in inputs.references], dtype=np.int64)
     pair_pred = np.repeat(np.arange(len(counts)), counts)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.metrics.base import MetricResult, register_metric
-from tasks.metrics.captioning.inputs import CaptionInputs
+from tasks.metrics.captioning.inputs import CaptionInputs, require_samples
 from tasks.metrics.captioning.meteor import find_meteor_jar
 
 CORENLP_ENV = "BIFOCAL_SPICE_CORENLP_DIR"
@@ -96,9 +96,11 @@ def spice_score(
     inputs: CaptionInputs, corenlp_dir: str | Path | None = None, memory: str = "8G"
 ) -> MetricResult:
     """SPICE (needs a local Stanford CoreNLP 3.6.0; skipped otherwise, never downloaded)."""
+    require_samples(inputs, "SPICE")
     corenlp_dir = corenlp_dir or os.environ.get(CORENLP_ENV) or None
     reason = missing_requirement(corenlp_dir)
     if reason is not None:
         return MetricResult.skip(reason)
     per_sample = run_spice(inputs, Path(corenlp_dir), memory=memory)  # type: ignore[arg-type]
-    return MetricResult(corpus={"spice": float(np.mean(per_sample))}, per_sample={"spice": per_sample})
+    return MetricResult(corpus={"spice": float(np.mean(per_sample))},
+                        per_sample={"spice": per_sample})
