@@ -23,15 +23,33 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1024 * 1024
 
 
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name) if name else None
+
+
+def pin_mmap_threshold(threshold: int) -> bool:
+    """Serve every allocation of ``threshold`` bytes or more by ``mmap`` (glibc ``mallopt``).
+
+    glibc raises its mmap threshold dynamically (up to 32 MiB) and then keeps freed blocks in
+    its heaps, so peak RSS depends on allocation order and thread timing. A fixed threshold
+    turns that off: freed blocks go back to the OS and peak RSS follows the live allocations.
+    """
+    libc = _libc()
+    return bool(libc is not None and hasattr(libc, "mallopt")
+                and libc.mallopt(M_MMAP_THRESHOLD, threshold))
+
+
 def release_free_memory() -> None:
     """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``), so
     memory kept by the allocator from an earlier call does not hide the next call's peak."""
     gc.collect()
-    name = ctypes.util.find_library("c")
-    if name:
-        libc = ctypes.CDLL(name)
-        if hasattr(libc, "malloc_trim"):
-            libc.malloc_trim(0)
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 def rss_bytes() -> int:
@@ -68,6 +86,11 @@ class PeakSampler:
     @property
     def above_baseline(self) -> int:
         return self.peak - self.baseline
+
+
+def load_average() -> str:
+    """1/5/15-minute load averages: other processes on the machine skew wall times."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg()) + f" ({os.cpu_count()} cpus)"
 
 
 @dataclass

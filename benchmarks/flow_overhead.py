@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _memory import load_average
 
 from flows.settings import apply_defaults
 
@@ -175,6 +176,7 @@ def rank_metrics(images: np.ndarray, texts: np.ndarray, owner: np.ndarray) -> di
 
 def bare_loop(model_dir: Path, manifest: Path, batch_size: int,
               limit: int | None = None) -> dict[str, float]:
+    """The loop a user would write with transformers alone; returns the same metric keys."""
     import torch
     from PIL import Image
     from transformers import AutoModel, AutoProcessor
@@ -319,6 +321,7 @@ def run(work: Path, args: argparse.Namespace) -> None:
     print(f"setup: {setup.images} images {setup.image_size}px x 5 captions, CLIP vision "
           f"{setup.layers} layers; batch {args.batch_size}; torch threads "
           f"{torch.get_num_threads()}; build {prepared.wall_s:.1f}s; work {work}")
+    print(f"load average at the start: {load_average()}")
 
     from flows.evaluate import evaluate
 
@@ -331,10 +334,11 @@ def run(work: Path, args: argparse.Namespace) -> None:
 
     with prefect_server() as startup_s:
         print(f"prefect temporary server start-up:   {startup_s:7.2f} s (one-off per process)")
+        new_db = "" if (work / "mlflow.db").exists() else "; creates the MLflow db"
         warm_bare = timed(lambda: bare_loop(model_dir, manifest, args.batch_size, WARMUP_ITEMS))
         warm_flow = flow(cache=False, limit=WARMUP_ITEMS, folder="warmup")
         print(f"warm-up on {WARMUP_ITEMS} items: bare {warm_bare.wall_s:.2f} s, flow "
-              f"{warm_flow.wall_s:.2f} s (first flow of the process; creates the MLflow db)")
+              f"{warm_flow.wall_s:.2f} s (first flow of the process{new_db})")
         bare_runs, flow_runs = [], []
         for index in range(args.repeat):
             bare_runs.append(timed(bare))
@@ -362,6 +366,7 @@ def run(work: Path, args: argparse.Namespace) -> None:
     print(f"(b) overhead ratio flow/bare, including server start-up: "
           f"{(flow_s + startup_s) / bare_s:.3f}")
     print_comparison(best_bare.value, best_flow.value["metrics"])
+    print(f"load average at the end: {load_average()}")
 
 
 def main() -> None:
