@@ -90,6 +90,30 @@ def status_columns(table: Any, ok: Any, failures: dict[int, str]) -> Any:
     return table
 
 
+def per_item_table(items: Any, ok: Any, failures: dict[int, str], per_sample: dict[str, Any],
+                   predictions: list[str | None] | None = None) -> Any:
+    """One row per item: the item's columns, its prediction, status/reason and every per-sample
+    metric (NaN on rows that were not scored)."""
+    import numpy as np
+
+    table = status_columns(items.drop(columns=["image_sha256"]), ok, failures)
+    if predictions is not None:
+        table.insert(3, "prediction", [p or "" for p in predictions])
+    for name, values in per_sample.items():
+        column = np.full(len(items), np.nan)
+        column[ok] = values
+        table[name] = column
+    return table
+
+
+def write_per_sample(table: Any, out: Any) -> str:
+    from tasks.data.base import write_parquet
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet(table, out / "per_sample.parquet")
+    return str(out / "per_sample.parquet")
+
+
 def register_task_kind(spec: TaskKindSpec) -> TaskKindSpec:
     if not spec.metric_task:
         object.__setattr__(spec, "metric_task", spec.name)

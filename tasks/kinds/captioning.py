@@ -10,14 +10,15 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import EvalConfig
-from tasks.data.base import DatasetRef, write_parquet
+from tasks.data.base import DatasetRef
 from tasks.inference import InferenceRef, run_sharded
 from tasks.kinds.base import (
     Scores,
     TaskKindSpec,
+    per_item_table,
     register_task_kind,
     run_metrics,
-    status_columns,
+    write_per_sample,
 )
 from tasks.models import fingerprint_model, load_adapter
 from tasks.models.base import resolve_device
@@ -86,20 +87,12 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
                             [list(c) for c in kept["captions"]], list(kept["image_path"]))
     run = run_metrics("captioning", config.metrics, inputs, config.metric_options)
 
-    table = items.drop(columns=["image_sha256"]).copy()
-    table.insert(3, "prediction", [p or "" for p in predictions])
-    status_columns(table, ok, inference.failures)
-    for name, values in run.per_sample.items():
-        column = np.full(len(items), np.nan)
-        column[ok] = values
-        table[name] = column
-    out.mkdir(parents=True, exist_ok=True)
-    write_parquet(table, out / "per_sample.parquet")
+    table = per_item_table(items, ok, inference.failures, run.per_sample, predictions)
     review = next((c for c in REVIEW_PREFERENCE if c in run.per_sample),
                   next(iter(run.per_sample), "status"))
     return Scores(
         metrics=run.metrics, higher_is_better=run.higher_is_better,
-        per_sample_path=str(out / "per_sample.parquet"), review_column=review,
+        per_sample_path=write_per_sample(table, out), review_column=review,
         review_worst_is_high=False, skipped=run.skipped, warnings=run.warnings,
         counts={"images_scored": int(ok.sum()), "failed": int((~ok).sum())},
     )

@@ -11,14 +11,15 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import EvalConfig
-from tasks.data.base import DatasetRef, write_parquet
+from tasks.data.base import DatasetRef
 from tasks.inference import InferenceRef, run_sharded
 from tasks.kinds.base import (
     Scores,
     TaskKindSpec,
+    per_item_table,
     register_task_kind,
     run_metrics,
-    status_columns,
+    write_per_sample,
 )
 from tasks.kinds.captioning import generation_settings, load_predictions
 from tasks.metrics.vqa import VQAInputs
@@ -72,17 +73,10 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
                        question_types=question_types, answer_types=answer_types)
     run = run_metrics("vqa", config.metrics, inputs, config.metric_options)
 
-    table = status_columns(items.drop(columns=["image_sha256"]), ok, inference.failures)
-    table.insert(3, "prediction", [a or "" for a in answers])
-    for name, values in run.per_sample.items():
-        column = np.full(len(items), np.nan)
-        column[ok] = values
-        table[name] = column
-    out.mkdir(parents=True, exist_ok=True)
-    write_parquet(table, out / "per_sample.parquet")
+    table = per_item_table(items, ok, inference.failures, run.per_sample, answers)
     return Scores(
         metrics=run.metrics, higher_is_better=run.higher_is_better,
-        per_sample_path=str(out / "per_sample.parquet"), review_column="vqa_accuracy",
+        per_sample_path=write_per_sample(table, out), review_column="vqa_accuracy",
         review_worst_is_high=False, skipped=run.skipped, warnings=run.warnings,
         counts={"questions_scored": int(ok.sum()), "failed": int((~ok).sum())},
     )

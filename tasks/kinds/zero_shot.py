@@ -11,14 +11,15 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import EvalConfig
-from tasks.data.base import DatasetRef, write_parquet
+from tasks.data.base import DatasetRef
 from tasks.inference import InferenceRef, run_sharded
 from tasks.kinds.base import (
     Scores,
     TaskKindSpec,
+    per_item_table,
     register_task_kind,
     run_metrics,
-    status_columns,
+    write_per_sample,
 )
 from tasks.kinds.retrieval import inference_settings
 from tasks.metrics.classification import ClassificationInputs
@@ -101,20 +102,15 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
                                   predictions=predicted, scores=sims, class_names=names)
     run = run_metrics("classification", config.metrics, inputs, config.metric_options)
 
-    table = status_columns(items.drop(columns=["image_sha256"]), ok, failures)
-    table["prediction"] = ""
-    table.loc[ok, "prediction"] = predicted
-    for name, values in run.per_sample.items():
-        column = np.full(len(items), np.nan)
-        column[ok] = values
-        table[name] = column
+    full = iter(predicted)
+    table = per_item_table(items, ok, failures, run.per_sample,
+                           [next(full) if k else None for k in ok])
     out.mkdir(parents=True, exist_ok=True)
-    write_parquet(table, out / "per_sample.parquet")
     files = _confusion_matrix_file(run.extra.get("classification", {}), out)
     review = "correct" if "correct" in run.per_sample else "status"
     return Scores(
         metrics=run.metrics, higher_is_better=run.higher_is_better,
-        per_sample_path=str(out / "per_sample.parquet"), review_column=review,
+        per_sample_path=write_per_sample(table, out), review_column=review,
         review_worst_is_high=False, skipped=run.skipped, warnings=run.warnings, files=files,
         counts={"images_scored": int(ok.sum()), "failed": int((~ok).sum()),
                 "classes": len(names)},
