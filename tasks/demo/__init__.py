@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -25,7 +26,7 @@ from pathlib import Path
 from tasks.demo.train import DEFAULT_MODELS, ModelSpec, TrainConfig
 
 # Bump whenever the benchmark generator, tokenizer or trainer changes what gets built.
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 STAMP_NAME = ".complete.json"
 
 __all__ = ["DEMO_VERSION", "DemoAssets", "DemoConfig", "default_demo_root", "ensure_demo_assets"]
@@ -144,9 +145,9 @@ def ensure_demo_assets(
     """Return the demo benchmark and models, building them first if needed.
 
     A folder whose stamp matches ``config`` is reused as is; anything else (missing, half
-    built, older version, other settings, ``force``) is rebuilt in ``<root>.tmp-<pid>`` and
-    swapped in with renames, under a lock file, so concurrent callers never see a partial
-    folder and build it only once.
+    built, older version, other settings, ``force``) is rebuilt in ``<root>.tmp-<pid>-<tid>``
+    and swapped in with renames, under a lock file, so concurrent callers never see a
+    partial folder and build it only once.
     """
     config = config or DemoConfig()
     root = Path(root) if root is not None else default_demo_root()
@@ -156,12 +157,16 @@ def ensure_demo_assets(
     with _lock(root.parent / f".{root.name}.lock"):
         if not force and _is_complete(root, config):  # built by someone else while we waited
             return _assets(root, config)
-        tmp = root.parent / f"{root.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        # Holding the lock, leftovers of crashed builds can go.
+        for kind in ("tmp", "old"):
+            for stale in root.parent.glob(f"{root.name}.{kind}-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        tag = f"{os.getpid()}-{threading.get_ident()}"
+        tmp = root.parent / f"{root.name}.tmp-{tag}"
         tmp.mkdir(parents=True)
         try:
             _build(tmp, config, log)
-            old = root.parent / f"{root.name}.old-{os.getpid()}"
+            old = root.parent / f"{root.name}.old-{tag}"
             if root.exists():
                 os.replace(root, old)
             os.replace(tmp, root)

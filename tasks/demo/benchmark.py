@@ -94,27 +94,29 @@ def _article(word: str) -> str:
 def _t_full_background(a: Attrs, r: random.Random) -> str:
     size, shape = _pick(r, _SIZE_WORDS[a["size"]]), _pick(r, _SHAPE_WORDS[a["shape"]])
     where = _pick(r, _POSITION_AT[a["position"]])
-    return f"{_article(size)} {size} {a['color']} {shape} on a {a['background']} background, {where}"
+    return (f"{_article(size)} {size} {a['color']} {shape} on a {a['background']} background, "
+            f"{where}")
 
 
 def _t_full_image_with(a: Attrs, r: random.Random) -> str:
     size, shape = _pick(r, _SIZE_WORDS[a["size"]]), _pick(r, _SHAPE_WORDS[a["shape"]])
     where = _pick(r, _POSITION_AT[a["position"]])
-    return f"{_article(a['background'])} {a['background']} image with {_article(size)} {size} " \
-        f"{a['color']} {shape} {where}"
+    return (f"{_article(a['background'])} {a['background']} image with {_article(size)} {size} "
+            f"{a['color']} {shape} {where}")
 
 
 def _t_full_terse(a: Attrs, r: random.Random) -> str:
     shape = _pick(r, _SHAPE_WORDS[a["shape"]])
     size = _pick(r, _SIZE_WORDS[a["size"]])
-    return f"{a['color']} {shape}, {size}, {a['background']} backdrop, {_POSITION_SHORT[a['position']]}"
+    where = _POSITION_SHORT[a["position"]]
+    return f"{a['color']} {shape}, {size}, {a['background']} backdrop, {where}"
 
 
 def _t_full_there_is(a: Attrs, r: random.Random) -> str:
     size, shape = _pick(r, _SIZE_WORDS[a["size"]]), _pick(r, _SHAPE_WORDS[a["shape"]])
     where = _pick(r, _POSITION_AT[a["position"]])
-    return f"there is {_article(size)} {size} {shape} {where}; it is {a['color']} " \
-        f"and the backdrop is {a['background']}"
+    return (f"there is {_article(size)} {size} {shape} {where}; it is {a['color']} "
+            f"and the backdrop is {a['background']}")
 
 
 def _t_no_position(a: Attrs, r: random.Random) -> str:

@@ -27,7 +27,8 @@ META_KEYS = ("shape", "color", "background", "size", "position")
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): p.read_bytes() for p in files}
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,9 @@ def test_every_caption_word_is_one_token() -> None:
         assert tok.tokenize(word) == [word + "</w>"], word
 
 
-def test_train_save_reload_gives_same_embeddings(tiny_bench: Path, tiny_data, tmp_path: Path) -> None:
+def test_train_save_reload_gives_same_embeddings(
+    tiny_bench: Path, tiny_data, tmp_path: Path
+) -> None:
     import torch
     from transformers import AutoModel, AutoProcessor
 
@@ -126,8 +129,9 @@ def test_train_save_reload_gives_same_embeddings(tiny_bench: Path, tiny_data, tm
 
     images = [Image.open(tiny_bench / r["image"]).convert("RGB") for r in records]
     texts = [r["captions"][0] for r in records]
-    inputs = loaded(text=texts, images=images, padding=True, return_tensors="pt")
-    reinputs = processor(text=texts, images=images, padding=True, return_tensors="pt")
+    kwargs = {"padding": True, "truncation": True, "return_tensors": "pt"}
+    inputs = loaded(text=texts, images=images, **kwargs)
+    reinputs = processor(text=texts, images=images, **kwargs)
     assert torch.equal(inputs["input_ids"], reinputs["input_ids"])
     assert torch.equal(inputs["pixel_values"], reinputs["pixel_values"])
 
@@ -156,7 +160,8 @@ def test_ensure_demo_assets_caches_and_rebuilds(tmp_path: Path) -> None:
     root = tmp_path / "demo"
     assets = ensure_demo_assets(root, log=logs.append, config=config)
     assert logs and any("training b (5 steps)" in line for line in logs)
-    assert assets.root == root and assets.train_manifest.is_file() and assets.test_manifest.is_file()
+    assert assets.root == root
+    assert assets.train_manifest.is_file() and assets.test_manifest.is_file()
     assert set(assets.models) == {"a", "b"}
     assert all((p / "config.json").is_file() for p in assets.models.values())
     assert not list(tmp_path.glob("demo.tmp-*"))
@@ -172,6 +177,27 @@ def test_ensure_demo_assets_caches_and_rebuilds(tmp_path: Path) -> None:
     assert (assets.models["b"] / "model.safetensors").read_bytes() == weights
 
 
+def test_concurrent_calls_build_once(tmp_path: Path) -> None:
+    import threading
+
+    config = DemoConfig(n_train=16, n_test=4, models={"only": 2}, spec=TINY_SPEC,
+                        train=TrainConfig(batch_size=8))
+    logs: list[str] = []
+    results = []
+    stale = tmp_path / "demo.tmp-999999"  # leftover of a crashed build
+    stale.mkdir()
+    threads = [threading.Thread(target=lambda: results.append(
+        ensure_demo_assets(tmp_path / "demo", log=logs.append, config=config)))
+        for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 3 and results[0] == results[1] == results[2]
+    assert sum("building demo benchmark" in line for line in logs) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".demo.lock", "demo"]
+
+
 def test_default_root_uses_bifocal_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tasks.demo import default_demo_root
 
@@ -183,5 +209,6 @@ def test_default_root_uses_bifocal_home(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_import_is_light() -> None:
-    code = "import sys, tasks.demo; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    code = ("import sys, tasks.demo\n"
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])

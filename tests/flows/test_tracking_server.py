@@ -1,0 +1,52 @@
+"""The production set-up: an MLflow tracking server with a PostgreSQL backend store and an S3
+artifact store, reports on S3 too; all started on loopback by the test."""
+
+import json
+
+import pytest
+from mlflow import MlflowClient
+
+from tasks.config import build_config
+from tests.helpers import write_dataset
+from tests.services import mlflow_server, postgres_database
+
+pytestmark = pytest.mark.e2e
+
+
+def test_evaluate_against_mlflow_server_postgres_and_s3(prefect_harness, s3_server, tmp_path,
+                                                        tiny_clip_dir, monkeypatch):
+    from flows.evaluate import evaluate
+
+    s3 = s3_server.client()
+    s3.create_bucket(Bucket="mlflow")
+    s3.create_bucket(Bucket="reports")
+    env = s3_server.env() | {"MLFLOW_S3_ENDPOINT_URL": s3_server.endpoint}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    manifest = write_dataset(tmp_path / "ds", n=6)
+    with postgres_database() as database, \
+            mlflow_server(database, "s3://mlflow/artifacts", tmp_path, env) as uri:
+        config = build_config({
+            "model": {"path": str(tiny_clip_dir)}, "dataset": {"path": str(manifest)},
+            "review": {"size": 2},
+            "report": {"destination": "s3://reports/nightly"},
+            "tracking": {"tracking_uri": uri, "experiment": "server-test"},
+            "work_dir": str(tmp_path / "work"),
+        })
+        result = evaluate(config)
+        client = MlflowClient(tracking_uri=uri)
+        run = client.get_run(result["mlflow_run_id"])
+        assert run.info.status == "FINISHED"
+        assert run.data.metrics["t2i_recall_at_1"] == pytest.approx(
+            result["metrics"]["t2i_recall_at_1"])
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
+        assert "report/report.json" in artifacts
+    assert result["report"].startswith("s3://reports/nightly/")
+    key = result["report"].removeprefix("s3://reports/") + "/report.json"
+    report = json.loads(s3.get_object(Bucket="reports", Key=key)["Body"].read())
+    assert report["mlflow_run_id"] == result["mlflow_run_id"]
+    stored = s3.list_objects_v2(Bucket="mlflow", Prefix="artifacts/")
+    assert any(obj["Key"].endswith("report/report.html") for obj in stored.get("Contents", []))
+    # no secret reaches MLflow params or tags
+    values = json.dumps({**run.data.params, **run.data.tags})
+    assert s3_server.secret_key not in values
