@@ -1,4 +1,9 @@
-"""The demo: build the synthetic benchmark and two small CLIP models (cached), evaluate both."""
+"""The demo: build the synthetic benchmark and small models (cached), evaluate every task kind.
+
+Retrieval compares the two CLIP-style models; zero-shot classification and image-text matching
+use the better one; captioning and VQA use the demo captioner. Each is one evaluate flow run
+(one MLflow run) under the demo flow.
+"""
 
 from __future__ import annotations
 
@@ -13,61 +18,114 @@ from tasks.config import EvalConfig, build_config
 
 # The demo's embedded defaults; `bifocal demo --set key=value` overrides any of them.
 DEMO_DEFAULTS: dict[str, Any] = {
-    "task": "retrieval",
-    "model": {"kind": "dual_encoder", "batch_size": 64},
-    "dataset": {"source": "manifest"},
+    "model": {"batch_size": 64},
     "review": {"strategy": "worst_and_random", "size": 20, "seed": 0},
     "report": {"destination": "reports/demo"},
     "tracking": {"experiment": "bifocal-demo"},
 }
-COLUMNS = ["i2t_recall_at_1", "i2t_recall_at_5", "i2t_recall_at_10",
-           "t2i_recall_at_1", "t2i_recall_at_5", "t2i_recall_at_10"]
+RETRIEVAL_COLUMNS = ["i2t_recall_at_1", "i2t_recall_at_5", "i2t_recall_at_10",
+                     "t2i_recall_at_1", "t2i_recall_at_5", "t2i_recall_at_10"]
+HEADLINES = {
+    "zero_shot_classification": ["accuracy", "macro_f1"],
+    "matching": ["accuracy", "f1", "auroc"],
+    "captioning": ["bleu_4", "rouge_l", "cider", "meteor", "clip_score"],
+    "vqa": ["vqa_accuracy", "vqa_accuracy.answer_type.other", "vqa_accuracy.answer_type.yes_no"],
+}
+BEST_CLIP = "clip-tiny-long"
 
 
 @task(name="demo-assets", retries=1)
 def build_assets(root: str | None) -> Any:
-    """Synthetic benchmark + two trained CLIP-style models; reused when already built."""
+    """Synthetic benchmark + trained demo models; reused when already built."""
     from tasks.demo import ensure_demo_assets
 
     return ensure_demo_assets(Path(root) if root else None)
 
 
-def demo_configs(assets: Any, overrides: list[str]) -> list[EvalConfig]:
-    configs = []
-    for name, path in sorted(assets.models.items()):
-        data = {**DEMO_DEFAULTS,
-                "model": {**DEMO_DEFAULTS["model"], "path": str(path)},
-                "dataset": {**DEMO_DEFAULTS["dataset"], "path": str(assets.test_manifest)},
-                "tracking": {**DEMO_DEFAULTS["tracking"], "run_name": f"{name}@demo-test"}}
-        configs.append(build_config(data, overrides))
-    return configs
+def _config(name: str, fields: dict[str, Any], overrides: list[str]) -> EvalConfig:
+    data = {**DEMO_DEFAULTS, **fields,
+            "model": {**DEMO_DEFAULTS["model"], **fields["model"]},
+            "tracking": {**DEMO_DEFAULTS["tracking"], "run_name": name}}
+    return build_config(data, overrides)
 
 
-def comparison_table(results: list[dict[str, Any]]) -> list[str]:
-    header = ["model", *[c.replace("_recall_at_", " R@") for c in COLUMNS], "cache",
-              "MLflow run", "report"]
-    rows = [[r["run_name"].split("@")[0], *[f"{r['metrics'][c]:.3f}" for c in COLUMNS],
-             r["inference_cache"], r["mlflow_run_id"], r["report"]] for r in results]
+def retrieval_configs(assets: Any, overrides: list[str]) -> list[EvalConfig]:
+    return [_config(f"{name}@demo-test", {
+        "task": "retrieval", "model": {"kind": "dual_encoder", "path": str(path)},
+        "dataset": {"path": str(assets.test_manifest)}}, overrides)
+        for name, path in sorted(assets.models.items())]
+
+
+def other_task_configs(assets: Any, overrides: list[str]) -> list[EvalConfig]:
+    clip = str(assets.models[BEST_CLIP])
+    test = str(assets.test_manifest)
+    captioner = str(assets.captioner)
+    return [
+        _config(f"{BEST_CLIP}@demo-shapes-zero-shot", {
+            "task": "zero_shot_classification", "model": {"kind": "dual_encoder", "path": clip},
+            "dataset": {"path": test, "columns": {"label": "shape", "captions": None}},
+            "zero_shot": {"templates": ["a {}", "a picture of a {}", "a {} shape"]}}, overrides),
+        _config(f"{BEST_CLIP}@demo-matching", {
+            "task": "matching", "model": {"kind": "dual_encoder", "path": clip},
+            "dataset": {"path": test}, "matching": {"negatives": "random"}}, overrides),
+        _config(f"{assets.captioner.name}@demo-captioning", {
+            "task": "captioning", "model": {"kind": "captioner", "path": captioner,
+                                            "generation": {"max_new_tokens": 24}},
+            "dataset": {"path": test},
+            "metrics": ["bleu", "rouge_l", "cider", "meteor", "clip_score"],
+            "metric_options": {"clip_score": {"model": clip}}}, overrides),
+        _config(f"{assets.captioner.name}@demo-vqa", {
+            "task": "vqa", "model": {"kind": "vqa", "path": captioner,
+                                     "generation": {"max_new_tokens": 4}},
+            "dataset": {"path": str(assets.vqa_manifest),
+                        "columns": {"captions": "answers", "label": None}}}, overrides),
+    ]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     return ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True))
             for row in [header, *rows]]
 
 
+def comparison_table(results: list[dict[str, Any]]) -> list[str]:
+    header = ["model", *[c.replace("_recall_at_", " R@") for c in RETRIEVAL_COLUMNS], "cache",
+              "MLflow run", "report"]
+    rows = [[r["run_name"].split("@")[0], *[f"{r['metrics'][c]:.3f}" for c in RETRIEVAL_COLUMNS],
+             r["inference_cache"], r["mlflow_run_id"], r["report"]] for r in results]
+    return _table(header, rows)
+
+
+def task_table(results: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    rows = []
+    for task_name, result in results:
+        shown = [f"{key.split('.')[-1] if '.' in key else key}={result['metrics'][key]:.3f}"
+                 for key in HEADLINES[task_name] if key in result["metrics"]]
+        rows.append([task_name, result["run_name"].split("@")[0], ", ".join(shown),
+                     result["mlflow_run_id"], result["report"]])
+    return _table(["task", "model", "metrics", "MLflow run", "report"], rows)
+
+
 @flow(name="demo", log_prints=True)
-def demo(overrides: list[str] | None = None, root: str | None = None) -> list[dict[str, Any]]:
-    """Evaluate both demo models on the demo benchmark's test split and compare them."""
+def demo(overrides: list[str] | None = None, root: str | None = None) -> dict[str, Any]:
+    """Evaluate the demo models on every task kind of the demo benchmark's test split."""
     assets = build_assets(root)
-    results = [evaluate(config) for config in demo_configs(assets, overrides or [])]
-    table = comparison_table(results)
-    create_markdown_artifact("```\n" + "\n".join(table) + "\n```", key="bifocal-demo",
-                             description="Demo comparison")
-    return results
+    overrides = overrides or []
+    retrieval = [evaluate(config) for config in retrieval_configs(assets, overrides)]
+    others = [(config.task.value, evaluate(config))
+              for config in other_task_configs(assets, overrides)]
+    lines = comparison_table(retrieval) + [""] + task_table(others)
+    create_markdown_artifact("```\n" + "\n".join(lines) + "\n```", key="bifocal-demo",
+                             description="Demo results")
+    return {"retrieval": retrieval, "tasks": others}
 
 
-def run_demo(overrides: list[str] | None = None, root: str | None = None) -> list[dict]:
+def run_demo(overrides: list[str] | None = None, root: str | None = None) -> dict[str, Any]:
     results = demo(overrides=overrides or [], root=root)
     print("\nDemo: retrieval on the synthetic shapes benchmark (test split)\n")
-    print("\n".join(comparison_table(results)))
-    tracking = results[0]["tracking_uri"] if results else ""
-    print(f"\nOpen the MLflow UI: mlflow ui --backend-store-uri {tracking}")
+    print("\n".join(comparison_table(results["retrieval"])))
+    print("\nOther task kinds on the same benchmark\n")
+    print("\n".join(task_table(results["tasks"])))
+    tracking = results["retrieval"][0]["tracking_uri"] if results["retrieval"] else ""
+    print(f"\nOpen the MLflow UI: .venv/bin/mlflow ui --backend-store-uri {tracking}")
     return results

@@ -23,10 +23,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tasks.demo.captioner import CaptionerSpec, CaptionerTrainConfig
 from tasks.demo.train import DEFAULT_MODELS, ModelSpec, TrainConfig
 
 # Bump whenever the benchmark generator, tokenizer or trainer changes what gets built.
-DEMO_VERSION = 2
+DEMO_VERSION = 3
+CAPTIONER_NAME = "captioner-tiny"
 STAMP_NAME = ".complete.json"
 
 __all__ = ["DEMO_VERSION", "DemoAssets", "DemoConfig", "default_demo_root", "ensure_demo_assets"]
@@ -44,6 +46,8 @@ class DemoConfig:
     models: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MODELS))
     spec: ModelSpec = ModelSpec()
     train: TrainConfig = TrainConfig()
+    captioner_spec: CaptionerSpec = CaptionerSpec()
+    captioner_train: CaptionerTrainConfig = CaptionerTrainConfig()
 
     def cache_key(self) -> dict:
         return {"version": DEMO_VERSION, **asdict(self)}
@@ -55,7 +59,9 @@ class DemoAssets:
     dataset_root: Path
     train_manifest: Path
     test_manifest: Path
-    models: dict[str, Path]
+    models: dict[str, Path]  # the CLIP-style dual encoders, name -> folder
+    captioner: Path  # image-to-text model, also answers the VQA questions
+    vqa_manifest: Path  # questions derived from the test split's metadata
 
 
 def default_demo_root() -> Path:
@@ -73,6 +79,8 @@ def _assets(root: Path, config: DemoConfig) -> DemoAssets:
         train_manifest=dataset / "train.jsonl",
         test_manifest=dataset / "test.jsonl",
         models={name: root / "models" / name for name in config.models},
+        captioner=root / "models" / CAPTIONER_NAME,
+        vqa_manifest=dataset / "vqa_test.jsonl",
     )
 
 
@@ -131,6 +139,17 @@ def _build(target: Path, config: DemoConfig, log: Callable[[str], None]) -> None
         cfg=TrainConfig(**{**asdict(config.train), "seed": config.seed}),
         log=log,
     )
+    from tasks.demo.captioner import train_demo_captioner
+    from tasks.demo.derived import write_vqa_manifest
+
+    write_vqa_manifest(target / "benchmark", "test", target / "benchmark" / "vqa_test.jsonl",
+                       seed=config.seed)
+    result = train_demo_captioner(
+        target / "benchmark", target / "models" / CAPTIONER_NAME,
+        steps=config.captioner_train.steps, seed=config.seed, log=log,
+        spec=config.captioner_spec, cfg=config.captioner_train,
+    )
+    log(f"trained {CAPTIONER_NAME} ({result.seconds:.1f}s)")
     _write_stamp(target, config)  # last: marks the folder complete
     log(f"demo assets ready ({time.perf_counter() - t0:.1f}s)")
 

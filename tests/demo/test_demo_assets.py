@@ -11,6 +11,7 @@ import pytest
 
 from tasks.demo import DemoConfig, ensure_demo_assets
 from tasks.demo.benchmark import SHAPES, build_benchmark, caption_words, load_manifest
+from tasks.demo.captioner import CaptionerTrainConfig
 from tasks.demo.tokenizer import BOS, EOS, build_clip_tokenizer
 from tasks.demo.train import (
     ModelSpec,
@@ -153,9 +154,12 @@ def test_train_save_reload_gives_same_embeddings(
     assert 0.0 <= r["t2i_r1"] <= 1.0 and r["chance"] == pytest.approx(1 / 12)
 
 
+TINY_CAPTIONER = CaptionerTrainConfig(steps=2, batch_size=8)
+
+
 def test_ensure_demo_assets_caches_and_rebuilds(tmp_path: Path) -> None:
     config = DemoConfig(n_train=24, n_test=8, models={"a": 3, "b": 5}, spec=TINY_SPEC,
-                        train=TrainConfig(batch_size=8))
+                        train=TrainConfig(batch_size=8), captioner_train=TINY_CAPTIONER)
     logs: list[str] = []
     root = tmp_path / "demo"
     assets = ensure_demo_assets(root, log=logs.append, config=config)
@@ -164,6 +168,7 @@ def test_ensure_demo_assets_caches_and_rebuilds(tmp_path: Path) -> None:
     assert assets.train_manifest.is_file() and assets.test_manifest.is_file()
     assert set(assets.models) == {"a", "b"}
     assert all((p / "config.json").is_file() for p in assets.models.values())
+    assert (assets.captioner / "config.json").is_file() and assets.vqa_manifest.is_file()
     assert not list(tmp_path.glob("demo.tmp-*"))
     weights = (assets.models["b"] / "model.safetensors").read_bytes()
 
@@ -181,7 +186,7 @@ def test_concurrent_calls_build_once(tmp_path: Path) -> None:
     import threading
 
     config = DemoConfig(n_train=16, n_test=4, models={"only": 2}, spec=TINY_SPEC,
-                        train=TrainConfig(batch_size=8))
+                        train=TrainConfig(batch_size=8), captioner_train=TINY_CAPTIONER)
     logs: list[str] = []
     results = []
     stale = tmp_path / "demo.tmp-999999"  # leftover of a crashed build
