@@ -35,11 +35,11 @@ BEST_CLIP = "clip-tiny-long"
 
 
 @task(name="demo-assets", retries=1)
-def build_assets(root: str | None) -> Any:
+def build_assets(root: str | None, demo_config: Any = None) -> Any:
     """Synthetic benchmark + trained demo models; reused when already built."""
     from tasks.demo import ensure_demo_assets
 
-    return ensure_demo_assets(Path(root) if root else None)
+    return ensure_demo_assets(Path(root) if root else None, config=demo_config)
 
 
 def _config(name: str, fields: dict[str, Any], overrides: list[str]) -> EvalConfig:
@@ -107,9 +107,11 @@ def task_table(results: list[tuple[str, dict[str, Any]]]) -> list[str]:
 
 
 @flow(name="demo", log_prints=True)
-def demo(overrides: list[str] | None = None, root: str | None = None) -> dict[str, Any]:
-    """Evaluate the demo models on every task kind of the demo benchmark's test split."""
-    assets = build_assets(root)
+def demo(overrides: list[str] | None = None, root: str | None = None,
+         demo_config: Any = None) -> dict[str, Any]:
+    """Evaluate the demo models on every task kind of the demo benchmark's test split
+    (``demo_config``: a ``tasks.demo.DemoConfig``, e.g. a tiny one for tests)."""
+    assets = build_assets(root, demo_config)
     overrides = overrides or []
     retrieval = [evaluate(config) for config in retrieval_configs(assets, overrides)]
     others = [(config.task.value, evaluate(config))

@@ -1,0 +1,30 @@
+"""The demo flow end to end on tiny demo assets (the real demo trains for about two minutes)."""
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_demo_flow_runs_every_task_kind(prefect_harness, tmp_path: Path, monkeypatch):
+    from flows.demo import HEADLINES, demo
+    from tasks.demo import DemoConfig
+    from tasks.demo.captioner import CaptionerTrainConfig
+    from tasks.demo.train import ModelSpec, TrainConfig
+
+    monkeypatch.chdir(tmp_path)  # reports/ and mlflow.db land in the temporary folder
+    tiny = DemoConfig(n_train=24, n_test=10, models={"clip-tiny-short": 2, "clip-tiny-long": 4},
+                      spec=ModelSpec(vision_layers=1, text_layers=1),
+                      train=TrainConfig(batch_size=8),
+                      captioner_train=CaptionerTrainConfig(steps=3, batch_size=8))
+    results = demo(overrides=["review.size=3", f"work_dir={tmp_path / 'work'}"],
+                   root=str(tmp_path / "assets"), demo_config=tiny)
+    assert [r["run_name"] for r in results["retrieval"]] == [
+        "clip-tiny-long@demo-test", "clip-tiny-short@demo-test"]
+    kinds = [kind for kind, _ in results["tasks"]]
+    assert kinds == ["zero_shot_classification", "matching", "captioning", "vqa"]
+    for kind, result in results["tasks"]:
+        assert HEADLINES[kind][0] in result["metrics"], kind
+        assert Path(result["report"], "report.json").is_file()
+    assert (tmp_path / "mlflow.db").is_file()
