@@ -89,12 +89,14 @@ def track_results(uri: str, run_id: str, dataset: DatasetRef, scores: Scores,
 
 def _examples(per_sample: pd.DataFrame, review_csv: Path, count: int) -> pd.DataFrame:
     """Show the review sample's first rows in the HTML (worst and random examples)."""
-    review = pd.read_csv(review_csv, dtype={"item_id": str}) if review_csv.exists() else None
+    # rows are items, or (image, text) pairs where a kind scores pairs
+    key = "pair_id" if "pair_id" in per_sample.columns else "item_id"
+    review = pd.read_csv(review_csv, dtype={key: str}) if review_csv.exists() else None
     if review is None or review.empty:
         return per_sample.head(count).assign(review_reason="")
-    reasons = review.set_index("item_id")["review_reason"]
-    chosen = per_sample[per_sample["item_id"].isin(reasons.index)].copy()
-    chosen["review_reason"] = chosen["item_id"].map(reasons)
+    reasons = review.drop_duplicates(key).set_index(key)["review_reason"]
+    chosen = per_sample[per_sample[key].astype(str).isin(reasons.index)].copy()
+    chosen["review_reason"] = chosen[key].astype(str).map(reasons)
     order = {"failed": 0, "worst": 1, "random": 2}
     return chosen.sort_values("review_reason", key=lambda s: s.map(order)).head(count)
 
