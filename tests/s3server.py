@@ -41,6 +41,14 @@ class S3Server:
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
         )
 
+    def new_bucket(self, prefix: str) -> str:
+        """A bucket of its own for one test (the server is shared by the whole session)."""
+        import uuid
+
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
     def env(self) -> dict[str, str]:
         return {"AWS_ENDPOINT_URL_S3": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,
                 "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_DEFAULT_REGION": "us-east-1"}

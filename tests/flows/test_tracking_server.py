@@ -18,18 +18,18 @@ def test_evaluate_against_mlflow_server_postgres_and_s3(prefect_harness, s3_serv
     from flows.evaluate import evaluate
 
     s3 = s3_server.client()
-    s3.create_bucket(Bucket="mlflow")
-    s3.create_bucket(Bucket="reports")
+    artifact_bucket = s3_server.new_bucket("mlflow")
+    reports = s3_server.new_bucket("reports")
     env = s3_server.env() | {"MLFLOW_S3_ENDPOINT_URL": s3_server.endpoint}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     manifest = write_dataset(tmp_path / "ds", n=6)
     with postgres_database() as database, \
-            mlflow_server(database, "s3://mlflow/artifacts", tmp_path, env) as uri:
+            mlflow_server(database, f"s3://{artifact_bucket}/artifacts", tmp_path, env) as uri:
         config = build_config({
             "model": {"path": str(tiny_clip_dir)}, "dataset": {"path": str(manifest)},
             "review": {"size": 2},
-            "report": {"destination": "s3://reports/nightly"},
+            "report": {"destination": f"s3://{reports}/nightly"},
             "tracking": {"tracking_uri": uri, "experiment": "server-test"},
             "work_dir": str(tmp_path / "work"),
         })
@@ -41,11 +41,11 @@ def test_evaluate_against_mlflow_server_postgres_and_s3(prefect_harness, s3_serv
             result["metrics"]["t2i_recall_at_1"])
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
         assert "report/report.json" in artifacts
-    assert result["report"].startswith("s3://reports/nightly/")
-    key = result["report"].removeprefix("s3://reports/") + "/report.json"
-    report = json.loads(s3.get_object(Bucket="reports", Key=key)["Body"].read())
+    assert result["report"].startswith(f"s3://{reports}/nightly/")
+    key = result["report"].removeprefix(f"s3://{reports}/") + "/report.json"
+    report = json.loads(s3.get_object(Bucket=reports, Key=key)["Body"].read())
     assert report["mlflow_run_id"] == result["mlflow_run_id"]
-    stored = s3.list_objects_v2(Bucket="mlflow", Prefix="artifacts/")
+    stored = s3.list_objects_v2(Bucket=artifact_bucket, Prefix="artifacts/")
     assert any(obj["Key"].endswith("report/report.html") for obj in stored.get("Contents", []))
     # no secret reaches MLflow params or tags
     values = json.dumps({**run.data.params, **run.data.tags})

@@ -22,15 +22,15 @@ def test_publish_to_local_folder(tmp_path: Path):
 def test_publish_to_s3_and_wrong_credentials(tmp_path: Path, s3_server, monkeypatch):
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
-    s3_server.client().create_bucket(Bucket="reports")
+    bucket = s3_server.new_bucket("reports")
     source = make_folder(tmp_path / "src")
-    uri = publish_folder(source, "s3://reports/team/run-1/")
-    assert uri == "s3://reports/team/run-1"
-    body = s3_server.client().get_object(Bucket="reports", Key="team/run-1/sub/x.csv")["Body"]
+    uri = publish_folder(source, f"s3://{bucket}/team/run-1/")
+    assert uri == f"s3://{bucket}/team/run-1"
+    body = s3_server.client().get_object(Bucket=bucket, Key="team/run-1/sub/x.csv")["Body"]
     assert body.read() == b"a,b\n1,2\n"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     with pytest.raises(Exception) as error:  # noqa: B017 - boto3 wraps it in S3UploadFailedError
-        publish_folder(source, "s3://reports/team/run-2")
+        publish_folder(source, f"s3://{bucket}/team/run-2")
     assert "SignatureDoesNotMatch" in str(error.value) or isinstance(error.value, ClientError)
 
 
