@@ -28,6 +28,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/retrieval_scoring.py
 	$(BIN)/python benchmarks/flow_overhead.py
+	$(BIN)/python benchmarks/caption_metrics.py
 
 clean:
 	rm -rf .bifocal reports mlflow.db mlartifacts
