@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import in_ci
+from tests.services import stop_process_group
 
 ACCESS_KEY, SECRET_KEY = "bifocal-test-key", "bifocal-test-secret"
 
@@ -117,10 +117,5 @@ def running_s3_server(data_dir: Path) -> Iterator[S3Server]:
         tail = (data_dir / "weed.log").read_text(errors="replace")[-2000:]
         pytest.fail(f"{error}\n{tail}") if in_ci() else pytest.skip(f"{error}\n{tail}")
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process, timeout=5)
         log.close()

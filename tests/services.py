@@ -57,6 +57,16 @@ def postgres_database() -> Iterator[str]:
         admin.close()
 
 
+def stop_process_group(process: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGTERM the server's process group, SIGKILL it if it lingers."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def _wait_http(url: str, process: subprocess.Popen, timeout: float) -> None:
     import urllib.request
 
@@ -94,10 +104,5 @@ def mlflow_server(backend_uri: str, artifacts: str, log_dir: Path,
         tail = (log_dir / "mlflow-server.log").read_text(errors="replace")[-3000:]
         unavailable(f"MLflow server did not start: {error}\n{tail}")
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process)
         log.close()

@@ -35,6 +35,25 @@ class PairScores:
     failures: dict[int, str] = field(default_factory=dict)  # pair row -> reason
 
 
+DECODE_ERRORS = (OSError, ValueError, SyntaxError)
+
+
+def decode_images(paths, load=None) -> tuple[list[Any], list[int], dict[int, str]]:
+    """Decode each image (default: EXIF-transposed RGB); a failure is recorded with its reason
+    by position, never raised. Returns (images, positions decoded, failures)."""
+    if load is None:
+        from tasks.data.base import open_image as load
+    images, kept, failures = [], [], {}
+    for index, path in enumerate(paths):
+        try:
+            images.append(load(path))
+        except DECODE_ERRORS as error:
+            failures[index] = f"image decode failed: {error}"
+            continue
+        kept.append(index)
+    return images, kept, failures
+
+
 def resolve_model_path(config: ModelConfig) -> Path:
     """A local folder, or a Hugging Face id resolved from the local cache only."""
     local = Path(config.path).expanduser()

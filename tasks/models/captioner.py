@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tasks.config import GenerationSettings, ModelConfig
-from tasks.data.base import open_image
 from tasks.models.base import (
     ModelError,
     autocast_context,
+    decode_images,
     register_adapter,
     resolve_device,
     resolve_model_path,
@@ -79,19 +79,9 @@ class CaptionerAdapter:
     def model_class_name(self) -> str:
         return self.auto_class
 
-    def _decode_images(self, paths: Sequence[str]):
-        images, kept, failures = [], [], {}
-        for index, path in enumerate(paths):
-            try:
-                images.append(open_image(path))
-                kept.append(index)
-            except (OSError, ValueError, SyntaxError) as error:
-                failures[index] = f"image decode failed: {error}"
-        return images, kept, failures
-
     def _prepare(self, paths: Sequence[str], prompts: Sequence[str | None]):
         """Decoded, preprocessed sub-batches ``[(inputs, rows)]`` plus failures by row."""
-        images, kept, failures = self._decode_images(paths)
+        images, kept, failures = decode_images(paths)
         if not images:
             return [], failures
         texts = [prompts[i] or "" for i in kept]

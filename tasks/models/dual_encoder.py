@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tasks.config import ModelConfig
-from tasks.data.base import open_image
 from tasks.models.base import (
     ModelError,
     PairScores,
     autocast_context,
+    decode_images,
     register_adapter,
     resolve_device,
     resolve_model_path,
@@ -59,12 +59,7 @@ class DualEncoderAdapter:
         self.max_text_length = _max_text_length(self.model, self.processor)
 
     def _prepare_images(self, paths: Sequence[str]):
-        images, failures = [], {}
-        for index, path in enumerate(paths):
-            try:
-                images.append(open_image(path))
-            except (OSError, ValueError, SyntaxError) as error:
-                failures[index] = f"image decode failed: {error}"
+        images, _, failures = decode_images(paths)
         pixels = self.processor(images=images, return_tensors="pt")["pixel_values"] if images \
             else None
         return pixels, failures

@@ -12,6 +12,7 @@ from tasks.models.base import (
     ModelError,
     PairScores,
     autocast_context,
+    decode_images,
     register_adapter,
     resolve_device,
     resolve_model_path,
@@ -45,15 +46,7 @@ class ITMAdapter:
         self._torch = torch
 
     def _prepare(self, pairs: Sequence[tuple[str, str]]):
-        from tasks.data.base import open_image
-
-        images, kept, failures = [], [], {}
-        for index, (path, _) in enumerate(pairs):
-            try:
-                images.append(open_image(path))
-                kept.append(index)
-            except (OSError, ValueError, SyntaxError) as error:
-                failures[index] = f"image decode failed: {error}"
+        images, kept, failures = decode_images([path for path, _ in pairs])
         if not images:
             return None, kept, failures
         pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"]

@@ -46,9 +46,11 @@ import numpy as np
 from tasks.config import ModelConfig, TorchModuleSettings
 from tasks.data.base import open_image
 from tasks.models.base import (
+    DECODE_ERRORS,
     ModelError,
     PairScores,
     autocast_context,
+    decode_images,
     model_fingerprint,
     register_adapter,
     resolve_device,
@@ -60,7 +62,7 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 SAFETENSORS_SUFFIXES = {".safetensors"}
 TORCH_SUFFIXES = {".pt", ".pth", ".bin"}
-DECODE_ERRORS = (OSError, ValueError, SyntaxError)
+
 
 
 # ---- images -------------------------------------------------------------------------------
@@ -373,15 +375,9 @@ class TorchModuleAdapter:
 
     def _prepare(self, paths: Sequence[str]) -> tuple[np.ndarray | None, list[int],
                                                       dict[int, str]]:
-        arrays, kept, failures = [], [], {}
-        for index, path in enumerate(paths):
-            try:
-                pixels = load_pixels(path, self.settings.image_size, self.settings.resize)
-            except DECODE_ERRORS as error:
-                failures[index] = f"image decode failed: {error}"
-                continue
-            arrays.append(((pixels - self._mean) / self._std).transpose(2, 0, 1))
-            kept.append(index)
+        images, kept, failures = decode_images(
+            paths, lambda p: load_pixels(p, self.settings.image_size, self.settings.resize))
+        arrays = [((pixels - self._mean) / self._std).transpose(2, 0, 1) for pixels in images]
         return (np.stack(arrays) if arrays else None), kept, failures
 
     def _forward(self, pixels: np.ndarray, texts: Sequence[str] | None) -> np.ndarray:
