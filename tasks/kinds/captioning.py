@@ -71,9 +71,8 @@ def caption_inputs(ids: list[str], predictions: list[str], references: list[list
                    image_paths: list[str] | None = None):
     from tasks.metrics.captioning import CaptionInputs
 
-    inputs = CaptionInputs(ids=ids, predictions=predictions, references=references)
-    inputs.image_paths = image_paths  # for image-grounded metrics (CLIPScore)
-    return inputs
+    return CaptionInputs(ids=ids, predictions=predictions, references=references,
+                         image_paths=image_paths)
 
 
 def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out: Path) -> Scores:

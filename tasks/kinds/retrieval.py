@@ -20,13 +20,12 @@ from tasks.kinds.base import (
 )
 from tasks.metrics.retrieval import RetrievalInputs
 from tasks.models import fingerprint_model, load_adapter
+from tasks.models.base import resolve_device
 from tasks.tracking.cache import FolderCache
 
 
 def inference_settings(config: EvalConfig) -> dict[str, Any]:
     model = config.model
-    from tasks.models.base import resolve_device
-
     return {"kind": model.kind, "dtype": model.dtype, "amp": model.amp,
             "device": resolve_device(model.device).split(":")[0]}
 

@@ -85,6 +85,8 @@ class CaptionInputs:
     ids: list[str]
     predictions: list[str]
     references: list[list[str]]
+    # the images, for image-grounded metrics (CLIPScore); None when scoring text only
+    image_paths: list[str] | None = None
     _cache: dict[str, object] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
