@@ -208,7 +208,7 @@ def bare_loop(model_dir: Path, manifest: Path, batch_size: int,
 def flow_config(manifest: Path, model_dir: Path, work: Path, batch_size: int, cache: bool,
                 limit: int | None = None, run_folder: str = "flow-work") -> Any:
     """Evaluate config; every run shares ``work/mlflow.db`` (created by the warm-up run)."""
-    from tasks.config import build_config
+    from tasks.config_io import build_config
 
     return build_config({
         "model": {"path": str(model_dir), "batch_size": batch_size, "device": "cpu"},

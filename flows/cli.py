@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING, Any
 
 from flows.settings import apply_defaults
+
+if TYPE_CHECKING:
+    from tasks.scoring_io import ScoringInputs
 
 
 def _print_summary(result: dict) -> None:
@@ -24,9 +28,11 @@ def _print_summary(result: dict) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tasks.config import load_config
+    from tasks.config_io import load_config
+    from tasks.plan import check_config
 
     config = load_config(args.config, args.set)
+    check_config(config)
     from flows.evaluate import evaluate
 
     result = evaluate(config)
@@ -76,21 +82,20 @@ def _metric_names(text: str | None) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()] if text else []
 
 
-def _print_scored(task: str, inputs, ids: list[str], skipped_ids: dict[str, str],
-                  metrics: list[str], options: dict | None = None) -> int:
+def _print_scored(task: str, scoring: ScoringInputs, metrics: list[str]) -> int:
     """Run the task's metrics and print {"metrics", "per_sample", ...} as one JSON document."""
-    from tasks.kinds.base import run_metrics
+    from tasks.metrics.runner import run_metrics
 
-    run = run_metrics(task, metrics, inputs, options or {})
+    run = run_metrics(task, metrics, scoring.inputs, {})
     per_sample = {
         item: {name: _plain(values[row]) for name, values in run.per_sample.items()}
-        for row, item in enumerate(ids)
+        for row, item in enumerate(scoring.ids)
     }
-    document = {"metrics": run.metrics, "per_sample": per_sample}
+    document: dict[str, Any] = {"metrics": run.metrics, "per_sample": per_sample}
     if run.skipped:
         document["skipped_metrics"] = run.skipped
-    if skipped_ids:
-        document["skipped"] = skipped_ids
+    if scoring.skipped:
+        document["skipped"] = scoring.skipped
     if run.warnings:
         document["warnings"] = run.warnings
     json.dump(document, sys.stdout, indent=2)
@@ -98,75 +103,29 @@ def _print_scored(task: str, inputs, ids: list[str], skipped_ids: dict[str, str]
     return 0
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _require(ids: list[str], skipped: dict[str, str]) -> None:
-    if not ids:
-        raise ValueError(f"no id has both a prediction and ground truth ({len(skipped)} ids "
-                         "unmatched): check that both files use the same ids")
-
-
 def cmd_score_captioning(args: argparse.Namespace) -> int:
-    from tasks.metrics.captioning import CaptionInputs
-    from tasks.scoring_io import align, read_mapping
+    from tasks.scoring_io import captioning_inputs
 
-    predictions = read_mapping(args.predictions, ("caption", "prediction", "text"))
-    references = read_mapping(args.references, ("captions", "caption", "references"),
-                              many=True)
-    ids, skipped = align(predictions, references)
-    _require(ids, skipped)
-    inputs = CaptionInputs(ids=ids, predictions=[str(predictions[i]) for i in ids],
-                           references=[[str(r) for r in references[i]] for i in ids])
-    return _print_scored("captioning", inputs, ids, skipped, _metric_names(args.metrics))
-
-
-def _answers(value) -> tuple[list[str], str | None, str | None]:
-    """Human answers from a list, or an object with answers (strings or the official VQA
-    annotation's {"answer": ...} records), question_type and answer_type."""
-    if isinstance(value, dict):
-        answers = value.get("answers")
-        if answers is None:
-            raise ValueError(f"answer object without 'answers': {value}")
-        return ([a["answer"] if isinstance(a, dict) else str(a) for a in answers],
-                value.get("question_type"), value.get("answer_type"))
-    if isinstance(value, list):
-        return [str(a) for a in value], None, None
-    return [str(value)], None, None
+    return _print_scored("captioning", captioning_inputs(args.predictions, args.references),
+                         _metric_names(args.metrics))
 
 
 def cmd_score_vqa(args: argparse.Namespace) -> int:
-    from tasks.metrics.vqa import VQAInputs
-    from tasks.scoring_io import align, read_mapping
+    from tasks.scoring_io import vqa_inputs
 
-    predictions = read_mapping(args.predictions, ("answer", "prediction", "text"))
-    truth = read_mapping(args.answers, ("answers", "answer"), keep_records=True)
-    ids, skipped = align(predictions, truth)
-    _require(ids, skipped)
-    parsed = [_answers(truth[i]) for i in ids]
-    inputs = VQAInputs(ids=ids, predictions=[str(predictions[i]) for i in ids],
-                       answers=[p[0] for p in parsed],
-                       question_types=[p[1] for p in parsed] if any(p[1] for p in parsed)
-                       else None,
-                       answer_types=[p[2] for p in parsed] if any(p[2] for p in parsed)
-                       else None)
-    return _print_scored("vqa", inputs, ids, skipped, [])
+    return _print_scored("vqa", vqa_inputs(args.predictions, args.answers), [])
 
 
 def cmd_score_classification(args: argparse.Namespace) -> int:
-    from tasks.metrics.classification import ClassificationInputs
-    from tasks.scoring_io import align, read_mapping
+    from tasks.scoring_io import classification_inputs
 
-    predictions = read_mapping(args.predictions, ("prediction", "label", "class"))
-    labels = read_mapping(args.labels, ("label", "class"))
-    ids, skipped = align(predictions, labels)
-    _require(ids, skipped)
     names = [n.strip() for n in args.classes.split(",")] if args.classes else None
-    inputs = ClassificationInputs(ids=ids, labels=[str(labels[i]) for i in ids],
-                                  predictions=[str(predictions[i]) for i in ids],
-                                  class_names=names)
-    return _print_scored("classification", inputs, ids, skipped, [])
+    return _print_scored("classification",
+                         classification_inputs(args.predictions, args.labels, names), [])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     apply_defaults()
     args = build_parser().parse_args(argv)
-    from tasks.config import ConfigError
+    from tasks.config_io import ConfigError
     from tasks.data.base import DataError
     from tasks.models.base import ModelError
 

@@ -14,7 +14,8 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from flows.evaluate import evaluate
-from tasks.config import EvalConfig, build_config
+from tasks.config import EvalConfig
+from tasks.config_io import build_config
 
 # The demo's embedded defaults; `bifocal demo --set key=value` overrides any of them.
 DEMO_DEFAULTS: dict[str, Any] = {

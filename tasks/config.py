@@ -1,22 +1,20 @@
 """The evaluation config: one pydantic model that is the CLI input, the deployment parameters
 and the Prefect UI form. Choices are Literals/enums and every field has a description, because
 Prefect renders this model as the run form.
+
+This module is the schema only and imports nothing of the project: names that live in the
+registries (model kind, data source, metrics) and rules across them are checked by
+``tasks.plan.check_config``, which the CLI and every flow call first. Reading YAML, overrides
+and flattening for MLflow are in ``tasks.config_io``.
 """
 
 from __future__ import annotations
 
-import copy
 import re
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-
-class ConfigError(ValueError):
-    """An invalid configuration; the message names the field and the problem."""
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class TaskKind(StrEnum):
@@ -145,14 +143,6 @@ class ModelConfig(_Strict):
             raise ValueError("must be auto, cpu, mps, cuda or cuda:N")
         return value
 
-    @field_validator("kind")
-    @classmethod
-    def _kind(cls, value: str) -> str:
-        from tasks.models import ADAPTERS
-
-        if value not in ADAPTERS.names():
-            raise ValueError(f"unknown model kind {value!r}; known: {', '.join(ADAPTERS.names())}")
-        return value
 
 
 class ColumnMapping(_Strict):
@@ -189,14 +179,6 @@ class DatasetConfig(_Strict):
         None, description="Split caption strings on this separator (CSV with several captions)."
     )
 
-    @field_validator("source")
-    @classmethod
-    def _source(cls, value: str) -> str:
-        from tasks.data import SOURCES
-
-        if value not in SOURCES.names():
-            raise ValueError(f"unknown data source {value!r}; known: {', '.join(SOURCES.names())}")
-        return value
 
 
 class ZeroShotConfig(_Strict):
@@ -313,94 +295,3 @@ class EvalConfig(_Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     work_dir: str = Field(".bifocal/work", description="Run folders and the inference cache.")
     seed: int = Field(0, description="Global seed (sampling, generation).")
-
-    @model_validator(mode="after")
-    def _model_fits_task(self) -> EvalConfig:
-        from tasks.kinds import get_task_kind
-
-        allowed = get_task_kind(self.task.value).model_kinds
-        if allowed and self.model.kind not in allowed:
-            raise ValueError(f"task {self.task.value!r} needs model.kind in {list(allowed)}, "
-                             f"got {self.model.kind!r}")
-        return self
-
-    @model_validator(mode="after")
-    def _metrics_match_task(self) -> EvalConfig:
-        from tasks.kinds import get_task_kind
-        from tasks.metrics import get_metric
-
-        task = get_task_kind(self.task.value).metric_task
-        for name in self.metrics:
-            spec = get_metric(name)
-            if spec.task != task:
-                raise ValueError(f"metric {name!r} is for task {spec.task!r}, not {task!r}")
-        return self
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"model.batch_size=32"`` -> (["model", "batch_size"], 32); values are parsed as YAML."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"override {text!r} must look like key.sub=value")
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    for text in overrides:
-        keys, value = parse_override(text)
-        node = data
-        for key in keys[:-1]:
-            child = node.setdefault(key, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {key!r} is not a section")
-            node = child
-        node[keys[-1]] = value
-    return data
-
-
-def format_validation_error(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "config"
-        message = item["msg"].removeprefix("Value error, ")
-        got = "" if item["type"] == "missing" else f" (got {item.get('input')!r})"
-        lines.append(f"  {where}: {message}{got}")
-    return "invalid configuration:\n" + "\n".join(lines)
-
-
-def build_config(data: dict[str, Any], overrides: list[str] | None = None) -> EvalConfig:
-    data = apply_overrides(copy.deepcopy(data), overrides or [])
-    try:
-        return EvalConfig.model_validate(data)
-    except ValidationError as error:
-        raise ConfigError(format_validation_error(error)) from None
-
-
-def load_config(path: str | Path, overrides: list[str] | None = None) -> EvalConfig:
-    """Read a YAML config and apply ``key.sub=value`` overrides."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as error:
-        raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config {path} is not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config {path} must be a mapping at the top level")
-    return build_config(data, overrides)
-
-
-def flatten(config: EvalConfig) -> dict[str, str]:
-    """Dotted key -> string value, for MLflow params."""
-    out: dict[str, str] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict) and value:
-            for key, child in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), child)
-        else:
-            out[prefix] = value if isinstance(value, str) else yaml.safe_dump(
-                value, default_flow_style=True, width=10_000
-            ).strip().removesuffix("...").strip()
-
-    walk("", config.model_dump(mode="json"))
-    return out

@@ -7,6 +7,10 @@ Accepted shapes (``value_keys`` name the field holding the value, e.g. caption/c
 - JSONL with one record per line;
 - CSV with an id column and a value column.
 Records that repeat an id are gathered into a list when ``many`` is set (several references).
+
+``captioning_inputs`` / ``vqa_inputs`` / ``classification_inputs`` pair a predictions file with
+its ground truth by id and build the metric inputs; ids found in only one file are returned
+with the reason they were skipped.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +97,73 @@ def align(predictions: dict[str, Any], truth: dict[str, Any]) -> tuple[list[str]
     skipped = {k: "no prediction" for k in truth if k not in predictions}
     skipped |= {k: "no reference/answer for this id" for k in predictions if k not in truth}
     return both, skipped
+
+
+@dataclass
+class ScoringInputs:
+    inputs: Any  # the task's metric inputs (CaptionInputs, VQAInputs, ClassificationInputs)
+    ids: list[str]
+    skipped: dict[str, str]  # id -> why it was not scored
+
+
+def _aligned(predictions: dict[str, Any], truth: dict[str, Any]) -> tuple[list[str],
+                                                                         dict[str, str]]:
+    ids, skipped = align(predictions, truth)
+    if not ids:
+        raise InputFileError(f"no id has both a prediction and ground truth ({len(skipped)} ids "
+                             "unmatched): check that both files use the same ids")
+    return ids, skipped
+
+
+def captioning_inputs(predictions_path: str, references_path: str) -> ScoringInputs:
+    from tasks.metrics.captioning import CaptionInputs
+
+    predictions = read_mapping(predictions_path, ("caption", "prediction", "text"))
+    references = read_mapping(references_path, ("captions", "caption", "references"), many=True)
+    ids, skipped = _aligned(predictions, references)
+    inputs = CaptionInputs(ids=ids, predictions=[str(predictions[i]) for i in ids],
+                           references=[[str(r) for r in references[i]] for i in ids])
+    return ScoringInputs(inputs, ids, skipped)
+
+
+def vqa_answers(value: Any) -> tuple[list[str], str | None, str | None]:
+    """Human answers from a list, or an object with answers (strings or the official VQA
+    annotation's {"answer": ...} records), question_type and answer_type."""
+    if isinstance(value, dict):
+        answers = value.get("answers")
+        if answers is None:
+            raise InputFileError(f"answer object without 'answers': {value}")
+        return ([a["answer"] if isinstance(a, dict) else str(a) for a in answers],
+                value.get("question_type"), value.get("answer_type"))
+    if isinstance(value, list):
+        return [str(a) for a in value], None, None
+    return [str(value)], None, None
+
+
+def vqa_inputs(predictions_path: str, answers_path: str) -> ScoringInputs:
+    from tasks.metrics.vqa import VQAInputs
+
+    predictions = read_mapping(predictions_path, ("answer", "prediction", "text"))
+    truth = read_mapping(answers_path, ("answers", "answer"), keep_records=True)
+    ids, skipped = _aligned(predictions, truth)
+    parsed = [vqa_answers(truth[i]) for i in ids]
+    question_types = [p[1] for p in parsed]
+    answer_types = [p[2] for p in parsed]
+    inputs = VQAInputs(ids=ids, predictions=[str(predictions[i]) for i in ids],
+                       answers=[p[0] for p in parsed],
+                       question_types=question_types if any(question_types) else None,
+                       answer_types=answer_types if any(answer_types) else None)
+    return ScoringInputs(inputs, ids, skipped)
+
+
+def classification_inputs(predictions_path: str, labels_path: str,
+                          class_names: list[str] | None = None) -> ScoringInputs:
+    from tasks.metrics.classification import ClassificationInputs
+
+    predictions = read_mapping(predictions_path, ("prediction", "label", "class"))
+    labels = read_mapping(labels_path, ("label", "class"))
+    ids, skipped = _aligned(predictions, labels)
+    inputs = ClassificationInputs(ids=ids, labels=[str(labels[i]) for i in ids],
+                                  predictions=[str(predictions[i]) for i in ids],
+                                  class_names=class_names)
+    return ScoringInputs(inputs, ids, skipped)

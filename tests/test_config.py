@@ -2,7 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import ConfigError, EvalConfig, build_config, flatten, load_config
+from tasks.config import EvalConfig
+from tasks.config_io import ConfigError, build_config, flatten, load_config
+from tasks.plan import check_config
 
 BASE = {"model": {"path": "models/clip"}, "dataset": {"path": "data/test.jsonl"}}
 
@@ -38,8 +40,29 @@ def test_yaml_with_overrides_parses_values_as_yaml(tmp_path: Path):
 )
 def test_invalid_values_name_the_field_and_problem(override, expected):
     with pytest.raises(ConfigError) as error:
-        build_config(BASE, [override])
+        check_config(build_config(BASE, [override]))
     assert expected in str(error.value)
+
+
+def test_registry_problems_are_reported_together():
+    with pytest.raises(ConfigError) as error:
+        check_config(build_config(BASE, ["model.kind=nope", "dataset.source=ftp"]))
+    assert "model.kind: unknown model kind 'nope'" in str(error.value)
+    assert "dataset.source: unknown data source 'ftp'" in str(error.value)
+
+
+def test_schema_imports_no_registry():
+    """Validating a config imports neither the adapters, kinds nor pandas."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from tasks.config import EvalConfig; "
+            "EvalConfig.model_validate({'model': {'path': 'm'}, 'dataset': {'path': 'd'}}); "
+            "loaded = [m for m in ('tasks.models', 'tasks.kinds', 'tasks.data', 'tasks.metrics', "
+            "'pandas', 'torch') if m in sys.modules]; print(loaded)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd=Path(__file__).resolve().parents[1])
+    assert result.stdout.strip() == "[]"
 
 
 def test_missing_required_field_is_named():
@@ -74,12 +97,12 @@ def test_json_schema_has_descriptions_for_the_ui_form():
 
 def test_model_kind_must_fit_the_task():
     with pytest.raises(ConfigError, match="task 'captioning' needs model.kind in"):
-        build_config(BASE, ["task=captioning"])
-    assert build_config(BASE, ["task=captioning", "model.kind=captioner"]).model.kind == \
-        "captioner"
+        check_config(build_config(BASE, ["task=captioning"]))
+    kind = check_config(build_config(BASE, ["task=captioning", "model.kind=captioner"]))
+    assert kind.name == "captioning"
     with pytest.raises(ConfigError, match="metric 'retrieval' is for task 'retrieval', not "
                                           "'classification'"):
-        build_config(BASE, ["task=zero_shot_classification", "metrics=[retrieval]"])
+        check_config(build_config(BASE, ["task=zero_shot_classification", "metrics=[retrieval]"]))
 
 
 def test_zero_shot_templates_need_a_placeholder():

@@ -1,12 +1,9 @@
-"""Data sources. Every module in this package registers its source on import."""
+"""Data sources: one module per source registers it (``SOURCES`` imports them on first use)."""
 
 from __future__ import annotations
 
 from tasks.config import DatasetConfig
 from tasks.data.base import SOURCES, DataError, Dataset, normalize, register_source, resolve_inside
-from tasks.registry_loader import import_submodules
-
-import_submodules("tasks.data")
 
 
 def load_dataset(config: DatasetConfig) -> Dataset:

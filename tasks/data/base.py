@@ -18,9 +18,11 @@ from typing import Any
 import pandas as pd
 
 from tasks.config import DatasetConfig
+from tasks.io import write_parquet
 from tasks.registry import Registry
 
-SOURCES: Registry[Callable[[DatasetConfig], RawTable]] = Registry("data source")
+Source = Callable[[DatasetConfig], "RawTable"]
+SOURCES: Registry[Source] = Registry("data source", package="tasks.data", skip=("base",))
 register_source = SOURCES.register
 
 ITEM_COLUMNS = ["item_id", "image", "image_path", "image_sha256", "captions", "label"]
@@ -64,14 +66,6 @@ def resolve_inside(root: Path, relative: str) -> Path:
     if not candidate.is_relative_to(root):
         raise ValueError(f"image path {relative!r} escapes the dataset root")
     return candidate
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_image(path: Path) -> tuple[str | None, str | None]:
@@ -238,14 +232,6 @@ def dataset_digest(items: pd.DataFrame) -> str:
 
 
 
-def open_image(path: str | Path):
-    """Decode an image the way every stage sees it: EXIF-transposed RGB."""
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as image:
-        return ImageOps.exif_transpose(image).convert("RGB")
-
-
 @dataclass(frozen=True)
 class DatasetRef:
     """What the data stage hands on: files under the run folder plus summary facts."""
@@ -254,7 +240,6 @@ class DatasetRef:
     rejects_path: str
     digest: str
     source_uri: str
-    root: str
     rows_in: int
     items: int
     rejected: int
@@ -267,20 +252,6 @@ class DatasetRef:
         return pd.read_parquet(self.rejects_path)
 
 
-def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Parquet, with mixed-type metadata columns stored as text rather than failing."""
-    import pyarrow as pa
-
-    try:
-        frame.to_parquet(path, index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        fixed = frame.copy()
-        for column in fixed.columns:
-            if fixed[column].dtype == object and column != "captions":
-                fixed[column] = fixed[column].map(lambda v: None if v is None else str(v))
-        fixed.to_parquet(path, index=False)
-
-
 def save_dataset(dataset: Dataset, folder: Path) -> DatasetRef:
     folder.mkdir(parents=True, exist_ok=True)
     items_path, rejects_path = folder / "items.parquet", folder / "rejects.parquet"
@@ -288,7 +259,7 @@ def save_dataset(dataset: Dataset, folder: Path) -> DatasetRef:
     write_parquet(dataset.rejects.astype({"row": str}), rejects_path)
     return DatasetRef(
         items_path=str(items_path), rejects_path=str(rejects_path), digest=dataset.digest,
-        source_uri=dataset.source_uri, root=str(dataset.root), rows_in=dataset.rows_in,
+        source_uri=dataset.source_uri, rows_in=dataset.rows_in,
         items=len(dataset.items),
         rejected=int((dataset.rejects["scope"] == "item").sum()) if len(dataset.rejects) else 0,
         protocol=dataset.protocol,

@@ -29,7 +29,7 @@ import pandas as pd
 from tasks.config import DatasetConfig
 from tasks.data.base import DataError, RawTable, _item_id, _reject, register_source
 from tasks.data.manifest import read_manifest, select_split
-from tasks.tracking.storage import s3_client, split_s3
+from tasks.io import s3_client, split_s3
 
 logger = logging.getLogger(__name__)
 

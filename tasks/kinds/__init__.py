@@ -1,12 +1,18 @@
-"""Task kinds. Every module in this package registers its kind on import."""
+"""Task kinds: one subpackage per kind registers it (``TASK_KINDS`` imports them on first use)."""
 
-from tasks.kinds.base import TASK_KINDS, Scores, TaskKindSpec, register_task_kind
-from tasks.registry_loader import import_submodules
+from tasks.kinds.base import (
+    TASK_KINDS,
+    InferenceRef,
+    Scores,
+    TaskKindContract,
+    TaskKindSpec,
+    register_task_kind,
+)
 
 
-def get_task_kind(name: str) -> TaskKindSpec:
-    import_submodules("tasks.kinds")
+def get_task_kind(name: str) -> TaskKindContract:
     return TASK_KINDS.get(name)
 
 
-__all__ = ["TASK_KINDS", "Scores", "TaskKindSpec", "get_task_kind", "register_task_kind"]
+__all__ = ["TASK_KINDS", "InferenceRef", "Scores", "TaskKindContract", "TaskKindSpec",
+           "get_task_kind", "register_task_kind"]

@@ -1,16 +1,52 @@
 """Task kinds: how one kind of evaluation runs inference and scores (retrieval, captioning, ...).
 
 The flow is the same for every kind; a kind supplies ``infer`` and ``score``. Adding a kind is
-one module in this package registering a ``TaskKindSpec``.
+one subpackage of ``tasks.kinds`` holding ``infer.py`` (model outputs, through the shared
+``Inference`` skeleton; part of the cache key), ``score.py`` (metrics and the per-sample
+table) and an ``__init__.py`` that registers a ``TaskKindSpec``. The config's ``task`` choices
+(``tasks.config.TaskKind``) list the kinds the UI form offers: add the name there too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import pandas as pd
 
 from tasks.registry import Registry
+
+if TYPE_CHECKING:
+    from tasks.config import EvalConfig
+    from tasks.data.base import DatasetRef
+    from tasks.kinds.sharded import Inference
+
+
+@dataclass
+class InferenceRef:
+    """What inference hands on: cached shard folders and facts about the outputs."""
+
+    fingerprint: str  # of the whole dataset's inference
+    shard_folders: list[str]
+    shards_cached: int
+    model_fingerprint: str
+    code_version: str  # of the code that shaped the outputs (part of every shard key)
+    failures: dict[int, str] = field(default_factory=dict)  # input row -> reason
+    truncated_texts: int = 0  # texts longer than the text encoder's context
+    runtime: dict[str, str] = field(default_factory=dict)  # resolved device, dtype, ...
+    pairs_path: str | None = None  # matching: the scored (image, text) pairs
+    class_names: list[str] = field(default_factory=list)  # zero-shot classification
+    class_embeddings_path: str | None = None
+
+    @property
+    def cache_hit(self) -> bool:
+        return self.shards_cached == len(self.shard_folders)
+
+    @property
+    def cache_state(self) -> str:
+        return "hit" if self.cache_hit else ("partial" if self.shards_cached else "miss")
 
 
 @dataclass
@@ -27,95 +63,62 @@ class Scores:
     skipped: dict[str, str] = field(default_factory=dict)  # metric -> reason
     warnings: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
+
+
+class InferFn(Protocol):
+    def __call__(self, run: Inference) -> InferenceRef: ...
+
+
+class ScoreFn(Protocol):
+    def __call__(self, dataset: DatasetRef, inference: InferenceRef, config: EvalConfig,
+                 out: Path) -> Scores: ...
+
+
+class TaskKindContract(Protocol):
+    """What the flow needs from a task kind."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def model_kinds(self) -> tuple[str, ...]: ...  # adapters that can run it (empty: any)
+    @property
+    def metric_task(self) -> str: ...  # task name of its metrics in the registry
+    @property
+    def display_columns(self) -> tuple[str, ...]: ...  # per-sample columns worth showing
+    @property
+    def infer(self) -> InferFn: ...
+    @property
+    def score(self) -> ScoreFn: ...
+
+    def count_inputs(self, items: pd.DataFrame, config: EvalConfig) -> int: ...
+
+
+def _one_input_per_item(items: pd.DataFrame, config: EvalConfig) -> int:
+    return len(items)
 
 
 @dataclass(frozen=True)
 class TaskKindSpec:
     name: str
-    infer: Callable[..., Any]
-    score: Callable[..., Scores]
-    display_columns: tuple[str, ...] = ()  # per-sample columns worth showing in reports
-    model_kinds: tuple[str, ...] = ()  # adapters that can run this kind
-    metric_task: str = ""  # task name of its metrics in the registry (default: the kind's name)
+    infer: InferFn
+    score: ScoreFn
+    display_columns: tuple[str, ...] = ()
+    model_kinds: tuple[str, ...] = ()
+    metric_task: str = ""  # default: the kind's name
     # how many model inputs an item table holds, given the config (for the progress bar)
-    count_inputs: Callable[[Any, Any], int] = lambda items, config: len(items)
+    inputs: Callable[[pd.DataFrame, EvalConfig], int] = _one_input_per_item
+
+    def count_inputs(self, items: pd.DataFrame, config: EvalConfig) -> int:
+        return self.inputs(items, config)
 
 
-TASK_KINDS: Registry[TaskKindSpec] = Registry("task kind")
-
-
-@dataclass
-class MetricRun:
-    metrics: dict[str, float] = field(default_factory=dict)
-    higher_is_better: dict[str, bool] = field(default_factory=dict)
-    per_sample: dict[str, Any] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def run_metrics(task: str, names: list[str], inputs: Any,
-                options: dict[str, dict[str, Any]]) -> MetricRun:
-    """Run the configured metrics (default: all of the task); a metric that cannot run on these
-    inputs is recorded as skipped with its reason instead of failing the evaluation."""
-    from tasks.metrics import get_metric, metrics_for_task
-
-    specs = [get_metric(n) for n in names] or metrics_for_task(task)
-    run = MetricRun()
-    for spec in specs:
-        try:
-            result = spec(inputs, **options.get(spec.name, {}))
-        except ValueError as error:
-            run.skipped[spec.name] = str(error)
-            continue
-        if result.skipped:
-            run.skipped[spec.name] = result.skipped
-            continue
-        run.metrics |= result.corpus
-        run.higher_is_better |= {k: spec.outputs.get(k, not k.endswith("_rank"))
-                                 for k in result.corpus}
-        run.per_sample |= result.per_sample
-        run.warnings += [f"{spec.name}: {w}" for w in result.extra.get("warnings", [])]
-        run.extra[spec.name] = {k: v for k, v in result.extra.items() if k != "warnings"}
-    return run
-
-
-def status_columns(table: Any, ok: Any, failures: dict[int, str]) -> Any:
-    """Add ``status`` (scored / failed) and ``reason`` columns to a per-item table."""
-    import numpy as np
-
-    table["status"] = np.where(ok, "scored", "failed")
-    table["reason"] = [failures.get(i, "") for i in range(len(table))]
-    return table
-
-
-def per_item_table(items: Any, ok: Any, failures: dict[int, str], per_sample: dict[str, Any],
-                   predictions: list[str | None] | None = None) -> Any:
-    """One row per item: the item's columns, its prediction, status/reason and every per-sample
-    metric (NaN on rows that were not scored)."""
-    import numpy as np
-
-    table = status_columns(items.drop(columns=["image_sha256"]), ok, failures)
-    if predictions is not None:
-        table.insert(3, "prediction", [p or "" for p in predictions])
-    for name, values in per_sample.items():
-        column = np.full(len(items), np.nan)
-        column[ok] = values
-        table[name] = column
-    return table
-
-
-def write_per_sample(table: Any, out: Any) -> str:
-    from tasks.data.base import write_parquet
-
-    out.mkdir(parents=True, exist_ok=True)
-    write_parquet(table, out / "per_sample.parquet")
-    return str(out / "per_sample.parquet")
+TASK_KINDS: Registry[TaskKindContract] = Registry(
+    "task kind", package="tasks.kinds", skip=("base", "cache", "scoring", "sharded"))
 
 
 def register_task_kind(spec: TaskKindSpec) -> TaskKindSpec:
     if not spec.metric_task:
         object.__setattr__(spec, "metric_task", spec.name)
-    TASK_KINDS.register(spec.name, spec)
+    TASK_KINDS.add(spec.name, spec)
     return spec
+

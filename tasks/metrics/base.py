@@ -50,7 +50,7 @@ class MetricSpec:
         return self.fn(inputs, **options)
 
 
-METRICS: Registry[MetricSpec] = Registry("metric")
+METRICS: Registry[MetricSpec] = Registry("metric", package="tasks.metrics", skip=("base", "runner"))
 
 
 def register_metric(
@@ -60,23 +60,15 @@ def register_metric(
 
     def wrap(fn: Callable[..., MetricResult]) -> Callable[..., MetricResult]:
         doc = description or (fn.__doc__ or "").strip().split("\n")[0]
-        METRICS.register(name, MetricSpec(name, task, dict(outputs), fn, doc))
+        METRICS.add(name, MetricSpec(name, task, dict(outputs), fn, doc))
         return fn
 
     return wrap
 
 
 def metrics_for_task(task: str) -> list[MetricSpec]:
-    _import_builtin_metrics()
     return [METRICS.get(n) for n in METRICS.names() if METRICS.get(n).task == task]
 
 
 def get_metric(name: str) -> MetricSpec:
-    _import_builtin_metrics()
     return METRICS.get(name)
-
-
-def _import_builtin_metrics() -> None:
-    from tasks.registry_loader import import_submodules
-
-    import_submodules("tasks.metrics")

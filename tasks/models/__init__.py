@@ -1,40 +1,28 @@
-"""Model adapters. Every module in this package registers its adapter on import."""
+"""Model adapters: one module per adapter registers it (``ADAPTERS`` imports them on first use).
+The families an adapter can implement are in ``tasks.models.contracts``."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tasks.config import ModelConfig
-from tasks.models.base import (
-    ADAPTERS,
-    ModelError,
-    model_fingerprint,
-    register_adapter,
-    resolve_model_path,
-)
-from tasks.registry_loader import import_submodules
-
-import_submodules("tasks.models", skip=("base", "batching"))
+from tasks.models.base import ADAPTERS, Adapter, ModelError, register_adapter
 
 
-def load_adapter(config: ModelConfig, image_paths: list[str] | None = None):
-    """The adapter for ``config``; adapters whose preprocessing depends on the evaluated images
-    (``fit_normalization``, e.g. torch_module with dataset mean/std) are fitted on all of them
+def load_adapter(config: ModelConfig, image_paths: Sequence[str] | None = None) -> Adapter:
+    """The adapter for ``config``; preprocessing that depends on the evaluated images
+    (``fit_normalization``, e.g. torch_module with dataset mean/std) is fitted on all of them
     once, so every inference shard sees the same statistics."""
     adapter = ADAPTERS.get(config.kind)(config)
-    fit = getattr(adapter, "fit_normalization", None)
-    if fit is not None and image_paths is not None:
-        fit(image_paths)
+    if image_paths is not None:
+        adapter.fit_normalization(list(image_paths))
     return adapter
 
 
 def fingerprint_model(config: ModelConfig, dataset_digest: str) -> str:
-    """Cache key of the model's behaviour. Adapters may define ``fingerprint(config,
-    dataset_digest)`` (torch_module: weights + class source + settings); the default hashes the
-    checkpoint folder."""
-    custom = getattr(ADAPTERS.get(config.kind), "fingerprint", None)
-    if custom is not None:
-        return custom(config, dataset_digest)
-    return model_fingerprint(resolve_model_path(config))
+    """Cache key of the model's behaviour (the adapter class's ``fingerprint`` hook)."""
+    return ADAPTERS.get(config.kind).fingerprint(config, dataset_digest)
 
 
-__all__ = ["ADAPTERS", "ModelError", "fingerprint_model", "load_adapter", "model_fingerprint",
+__all__ = ["ADAPTERS", "Adapter", "ModelError", "fingerprint_model", "load_adapter",
            "register_adapter"]

@@ -1,19 +1,20 @@
-"""Model adapter registry and what every adapter shares: device, dtype, weights fingerprint."""
+"""Model adapter registry and what every adapter shares: device, dtype, weights fingerprint.
+
+An adapter is a subclass of ``Adapter`` registered under a model kind; it implements one or more
+families of ``tasks.models.contracts`` (encoder, pair scorer, generator, ...). The class-level
+hooks have defaults here, so nothing asks ``getattr`` whether an adapter has them.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tasks.config import ModelConfig
 from tasks.registry import Registry
-
-ADAPTERS: Registry[type] = Registry("model adapter")
-register_adapter = ADAPTERS.register
 
 # Files whose bytes define a checkpoint's behaviour (weights, configs, tokenizer, processor).
 FINGERPRINT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".json", ".txt", ".model", ".py"}
@@ -23,35 +24,35 @@ class ModelError(ValueError):
     """The model cannot be found or loaded."""
 
 
-@dataclass
-class PairScores:
-    """Match scores of (image, text) pairs: higher = more likely a match; NaN where failed.
+class Adapter:
+    """Base of every adapter: the config, the resolved device and the class-level hooks."""
 
-    Adapters that can score pairs (dual encoders: cosine; ITM heads and custom fusion models:
-    match probability) implement ``score_pairs(image_paths, texts, progress=None, workers=2)``.
-    """
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
 
-    scores: np.ndarray
-    failures: dict[int, str] = field(default_factory=dict)  # pair row -> reason
+    @classmethod
+    def fingerprint(cls, config: ModelConfig, dataset_digest: str) -> str:
+        """Cache key of the model's behaviour; default: the checkpoint folder's files."""
+        return model_fingerprint(resolve_model_path(config))
+
+    def fit_normalization(self, paths: Sequence[str]) -> dict[str, Any]:
+        """Fix preprocessing that depends on all evaluated images (default: none)."""
+        return {}
+
+    def describe(self) -> dict[str, str]:
+        """Resolved runtime facts worth logging (device, dtype, ...)."""
+        return {"device": self.device, "dtype": _dtype_name(getattr(self, "model", None))}
 
 
-DECODE_ERRORS = (OSError, ValueError, SyntaxError)
+ADAPTERS: Registry[type[Adapter]] = Registry(
+    "model adapter", package="tasks.models", skip=("base", "batching", "contracts"))
+register_adapter = ADAPTERS.register
 
 
-def decode_images(paths, load=None) -> tuple[list[Any], list[int], dict[int, str]]:
-    """Decode each image (default: EXIF-transposed RGB); a failure is recorded with its reason
-    by position, never raised. Returns (images, positions decoded, failures)."""
-    if load is None:
-        from tasks.data.base import open_image as load
-    images, kept, failures = [], [], {}
-    for index, path in enumerate(paths):
-        try:
-            images.append(load(path))
-        except DECODE_ERRORS as error:
-            failures[index] = f"image decode failed: {error}"
-            continue
-        kept.append(index)
-    return images, kept, failures
+def _dtype_name(model: Any) -> str:
+    dtype = getattr(model, "dtype", None)
+    return str(dtype).removeprefix("torch.") if dtype is not None else "unknown"
 
 
 def resolve_model_path(config: ModelConfig) -> Path:
@@ -101,12 +102,13 @@ def resolve_device(name: str) -> str:
 
 
 def torch_dtype(name: str) -> Any:
+    """The torch dtype named in the config; None for auto (the checkpoint's own)."""
     import torch
 
     return None if name == "auto" else getattr(torch, name)
 
 
-def autocast_context(device: str, enabled: bool):
+def autocast_context(device: str, enabled: bool) -> AbstractContextManager[Any]:
     import contextlib
 
     import torch

@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from tasks.config import GenerationSettings, ModelConfig
+from tasks.io import decode_images
 from tasks.models.base import (
+    Adapter,
     ModelError,
     autocast_context,
-    decode_images,
     register_adapter,
-    resolve_device,
     resolve_model_path,
     torch_dtype,
 )
-from tasks.models.batching import chunks, prefetched
+from tasks.models.batching import Prepared, run_batches
+from tasks.models.contracts import Generated, Progress
+
+SubBatches = list[tuple[dict[str, Any], list[int]]]  # (model inputs, positions they cover)
 
 
-@dataclass
-class Generated:
-    texts: list[str | None]  # None where the image failed
-    failures: dict[int, str] = field(default_factory=dict)
-
-
-def load_processor(path, options: dict):
+def load_processor(path: Path, options: dict[str, Any]) -> tuple[Any, Any, Any]:
     """AutoProcessor, or an image processor + tokenizer pair (VisionEncoderDecoder folders)."""
     from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
 
@@ -42,7 +40,7 @@ def load_processor(path, options: dict):
             from None
 
 
-def generation_kwargs(settings: GenerationSettings, tokenizer) -> dict:
+def generation_kwargs(settings: GenerationSettings, tokenizer: Any) -> dict[str, Any]:
     kwargs = {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams,
               "do_sample": settings.do_sample}
     if settings.do_sample:
@@ -53,7 +51,7 @@ def generation_kwargs(settings: GenerationSettings, tokenizer) -> dict:
 
 
 @register_adapter("captioner")
-class CaptionerAdapter:
+class CaptionerAdapter(Adapter):
     """Generates a caption (or an answer, with a prompt) per image with batched ``generate()``."""
 
     auto_class = "AutoModelForImageTextToText"
@@ -62,9 +60,8 @@ class CaptionerAdapter:
         import torch
         import transformers
 
-        self.config = config
+        super().__init__(config)
         self.path = resolve_model_path(config)
-        self.device = resolve_device(config.device)
         options = dict(trust_remote_code=config.trust_remote_code, local_files_only=True)
         self.image_processor, self.tokenizer, self.processor = load_processor(self.path, options)
         auto = getattr(transformers, self.model_class_name())
@@ -79,21 +76,25 @@ class CaptionerAdapter:
     def model_class_name(self) -> str:
         return self.auto_class
 
-    def _prepare(self, paths: Sequence[str], prompts: Sequence[str | None]):
-        """Decoded, preprocessed sub-batches ``[(inputs, rows)]`` plus failures by row."""
+    def _prepare(self, paths: Sequence[str], prompts: Sequence[str | None]
+                 ) -> Prepared[SubBatches]:
+        """Decoded, preprocessed sub-batches; ``kept`` lists their positions in order."""
         images, kept, failures = decode_images(paths)
         if not images:
-            return [], failures
+            return Prepared(None, [], failures)
         texts = [prompts[i] or "" for i in kept]
         if not any(texts):
             pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
-            return [({"pixel_values": pixels}, kept)], failures
-        if self.processor is not None:  # BLIP, GIT, ...: the processor pads the prompts
+            batches = [({"pixel_values": pixels}, kept)]
+        elif self.processor is not None:  # BLIP, GIT, ...: the processor pads the prompts
             inputs = self.processor(images=images, text=texts, return_tensors="pt", padding=True)
-            return [(dict(inputs), kept)], failures
-        return self._decoder_prompt_batches(images, kept, texts), failures
+            batches = [(dict(inputs), kept)]
+        else:
+            batches = self._decoder_prompt_batches(images, kept, texts)
+        return Prepared(batches, [row for _, rows in batches for row in rows], failures)
 
-    def _decoder_prompt_batches(self, images, kept, texts):
+    def _decoder_prompt_batches(self, images: list[Any], kept: list[int], texts: list[str]
+                                ) -> SubBatches:
         """Encoder-decoder models continue a decoder prompt that starts with the start token;
         prompts of equal token length go together, so no padding sits before the answer."""
         torch = self._torch
@@ -112,29 +113,21 @@ class CaptionerAdapter:
         return batches
 
     def generate(self, paths: Sequence[str], prompts: Sequence[str | None] | None = None,
-                 progress=None, workers: int = 2) -> Generated:
+                 progress: Progress | None = None, workers: int = 2) -> Generated:
         prompt = self.config.generation.prompt
         prompts = list(prompts) if prompts is not None else [prompt] * len(paths)
-        batches = chunks(list(range(len(paths))), self.config.batch_size)
+        results = run_batches(
+            len(paths), self.config.batch_size,
+            lambda rows: self._prepare([paths[i] for i in rows], [prompts[i] for i in rows]),
+            lambda batches: [text for inputs, _ in batches for text in self._generate(inputs)],
+            progress, workers)
         texts: list[str | None] = [None] * len(paths)
-        failures: dict[int, str] = {}
+        for rows, outputs in results.outputs:
+            for row, text in zip(rows, outputs, strict=True):
+                texts[row] = strip_prompt(text, prompts[row])
+        return Generated(texts, results.failures)
 
-        def prepare(rows):
-            return self._prepare([paths[i] for i in rows], [prompts[i] for i in rows])
-
-        for rows, (sub_batches, batch_failures) in zip(
-            batches, prefetched(batches, prepare, workers), strict=True
-        ):
-            failures |= {rows[i]: reason for i, reason in batch_failures.items()}
-            for inputs, kept in sub_batches:
-                outputs = self._generate(inputs)
-                for local, text in zip(kept, outputs, strict=True):
-                    texts[rows[local]] = strip_prompt(text, prompts[rows[local]])
-            if progress is not None:
-                progress(len(rows))
-        return Generated(texts, failures)
-
-    def _generate(self, inputs: dict) -> list[str]:
+    def _generate(self, inputs: dict[str, Any]) -> list[str]:
         torch = self._torch
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         if self.model.dtype != torch.float32:

@@ -3,46 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from tasks.arrays import l2_normalize, scatter_rows
 from tasks.config import ModelConfig
+from tasks.io import decode_images
 from tasks.models.base import (
+    Adapter,
     ModelError,
-    PairScores,
     autocast_context,
-    decode_images,
     register_adapter,
-    resolve_device,
     resolve_model_path,
     torch_dtype,
 )
-from tasks.models.batching import chunks, prefetched
+from tasks.models.batching import Prepared, chunks, run_batches
+from tasks.models.contracts import ImageEmbeddings, PairScores, Progress
 
 
-@dataclass
-class ImageEmbeddings:
-    vectors: np.ndarray  # (n, d) float32; rows of failed images are NaN
-    failures: dict[int, str] = field(default_factory=dict)  # row -> reason
-
-
-def _features(output):
+def _features(output: Any) -> Any:
     """transformers 5 returns a model output from get_*_features; older versions a tensor."""
     return getattr(output, "pooler_output", output)
 
 
 @register_adapter("dual_encoder")
-class DualEncoderAdapter:
+class DualEncoderAdapter(Adapter):
     """Embeds images and texts into one space (CLIP, SigLIP, ... via get_*_features)."""
 
     def __init__(self, config: ModelConfig) -> None:
         import torch
         from transformers import AutoModel, AutoProcessor
 
-        self.config = config
+        super().__init__(config)
         self.path = resolve_model_path(config)
-        self.device = resolve_device(config.device)
         options = dict(trust_remote_code=config.trust_remote_code, local_files_only=True)
         try:
             self.processor = AutoProcessor.from_pretrained(self.path, **options)
@@ -58,35 +52,25 @@ class DualEncoderAdapter:
         self._torch = torch
         self.max_text_length = _max_text_length(self.model, self.processor)
 
-    def _prepare_images(self, paths: Sequence[str]):
-        images, _, failures = decode_images(paths)
+    def _prepare_images(self, paths: Sequence[str]) -> Prepared[Any]:
+        images, kept, failures = decode_images(paths)
         pixels = self.processor(images=images, return_tensors="pt")["pixel_values"] if images \
             else None
-        return pixels, failures
+        return Prepared(pixels, kept, failures)
 
     def encode_images(
-        self, paths: Sequence[str], progress=None, workers: int = 2
+        self, paths: Sequence[str], progress: Progress | None = None, workers: int = 2
     ) -> ImageEmbeddings:
-        batches = chunks(list(paths), self.config.batch_size)
-        outputs: list[np.ndarray] = []
-        failures: dict[int, str] = {}
-        offset = 0
-        prepared = prefetched(batches, self._prepare_images, workers=workers)
-        for batch, (pixels, batch_failures) in zip(batches, prepared, strict=True):
-            block = np.full((len(batch), 0), np.nan, dtype=np.float32)
-            if pixels is not None:
-                vectors = self._run("get_image_features", pixel_values=pixels)
-                ok = [i for i in range(len(batch)) if i not in batch_failures]
-                block = np.full((len(batch), vectors.shape[1]), np.nan, dtype=np.float32)
-                block[ok] = vectors
-            outputs.append(block)
-            failures.update({offset + i: r for i, r in batch_failures.items()})
-            offset += len(batch)
-            if progress is not None:
-                progress(len(batch))
-        return ImageEmbeddings(_stack(outputs), failures)
+        paths = list(paths)
+        results = run_batches(
+            len(paths), self.config.batch_size,
+            lambda rows: self._prepare_images([paths[i] for i in rows]),
+            lambda pixels: self._run("get_image_features", pixel_values=pixels),
+            progress, workers)
+        return ImageEmbeddings(scatter_rows(len(paths), results.outputs), results.failures)
 
-    def encode_texts(self, texts: Sequence[str], progress=None) -> np.ndarray:
+    def encode_texts(self, texts: Sequence[str], progress: Progress | None = None
+                     ) -> np.ndarray:
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         outputs = []
         for batch in chunks(list(texts), self.config.batch_size):
@@ -97,8 +81,8 @@ class DualEncoderAdapter:
                 progress(len(batch))
         return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
-    def score_pairs(self, image_paths: Sequence[str], texts: Sequence[str], progress=None,
-                    workers: int = 2) -> PairScores:
+    def score_pairs(self, image_paths: Sequence[str], texts: Sequence[str],
+                    progress: Progress | None = None, workers: int = 2) -> PairScores:
         """Cosine similarity of each (image, text) pair; each distinct image/text is embedded
         once."""
         unique_paths = list(dict.fromkeys(image_paths))
@@ -107,8 +91,8 @@ class DualEncoderAdapter:
         text_vectors = self.encode_texts(unique_texts)
         image_row = {p: i for i, p in enumerate(unique_paths)}
         text_row = {t: i for i, t in enumerate(unique_texts)}
-        a = _unit(images.vectors[[image_row[p] for p in image_paths]])
-        b = _unit(text_vectors[[text_row[t] for t in texts]])
+        a = l2_normalize(images.vectors[[image_row[p] for p in image_paths]])
+        b = l2_normalize(text_vectors[[text_row[t] for t in texts]])
         failures = {row: images.failures[image_row[p]] for row, p in enumerate(image_paths)
                     if image_row[p] in images.failures}
         if progress is not None:
@@ -121,7 +105,7 @@ class DualEncoderAdapter:
         lengths = tokenizer(list(texts), truncation=False)["input_ids"]
         return sum(len(ids) > self.max_text_length for ids in lengths)
 
-    def _run(self, method: str, **inputs) -> np.ndarray:
+    def _run(self, method: str, **inputs: Any) -> np.ndarray:
         torch = self._torch
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         if "pixel_values" in inputs and self.model.dtype != torch.float32:
@@ -131,7 +115,7 @@ class DualEncoderAdapter:
         return features.float().cpu().numpy()
 
 
-def _max_text_length(model, processor) -> int:
+def _max_text_length(model: Any, processor: Any) -> int:
     config = getattr(model.config, "text_config", model.config)
     limit = getattr(config, "max_position_embeddings", None)
     tokenizer = getattr(processor, "tokenizer", processor)
@@ -140,14 +124,3 @@ def _max_text_length(model, processor) -> int:
     if not candidates:
         raise ModelError("cannot determine the text encoder's maximum length")
     return min(candidates)
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
-
-def _stack(blocks: list[np.ndarray]) -> np.ndarray:
-    width = max((b.shape[1] for b in blocks), default=0)
-    return np.concatenate(
-        [b if b.shape[1] == width else np.full((len(b), width), np.nan, np.float32) for b in blocks]
-    ) if blocks else np.zeros((0, 0), np.float32)

@@ -4,26 +4,27 @@ probability that a text describes an image."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from tasks.config import ModelConfig
+from tasks.io import decode_images
 from tasks.models.base import (
+    Adapter,
     ModelError,
-    PairScores,
     autocast_context,
-    decode_images,
     register_adapter,
-    resolve_device,
     resolve_model_path,
     torch_dtype,
 )
-from tasks.models.batching import chunks, prefetched
+from tasks.models.batching import Prepared, run_batches
 from tasks.models.captioner import load_processor
+from tasks.models.contracts import PairScores, Progress
 
 
 @register_adapter("itm")
-class ITMAdapter:
+class ITMAdapter(Adapter):
     """Scores (image, text) pairs with a cross-attention matching head (softmax of the 'match'
     logit)."""
 
@@ -31,9 +32,8 @@ class ITMAdapter:
         import torch
         from transformers import BlipForImageTextRetrieval
 
-        self.config = config
+        super().__init__(config)
         self.path = resolve_model_path(config)
-        self.device = resolve_device(config.device)
         options = dict(trust_remote_code=config.trust_remote_code, local_files_only=True)
         self.image_processor, self.tokenizer, _ = load_processor(self.path, options)
         try:
@@ -45,34 +45,29 @@ class ITMAdapter:
         self.model.to(self.device).eval()
         self._torch = torch
 
-    def _prepare(self, pairs: Sequence[tuple[str, str]]):
+    def _prepare(self, pairs: Sequence[tuple[str, str]]) -> Prepared[dict[str, Any]]:
         images, kept, failures = decode_images([path for path, _ in pairs])
         if not images:
-            return None, kept, failures
+            return Prepared(None, kept, failures)
         pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
         tokens = self.tokenizer([pairs[i][1] for i in kept], padding=True, truncation=True,
                                 max_length=self.tokenizer.model_max_length
                                 if self.tokenizer.model_max_length < 10_000 else 512,
                                 return_tensors="pt")
-        return {"pixel_values": pixels, **tokens}, kept, failures
+        return Prepared({"pixel_values": pixels, **tokens}, kept, failures)
 
-    def score_pairs(self, image_paths: Sequence[str], texts: Sequence[str], progress=None,
-                    workers: int = 2) -> PairScores:
+    def score_pairs(self, image_paths: Sequence[str], texts: Sequence[str],
+                    progress: Progress | None = None, workers: int = 2) -> PairScores:
         pairs = list(zip(image_paths, texts, strict=True))
+        results = run_batches(len(pairs), self.config.batch_size,
+                              lambda rows: self._prepare([pairs[i] for i in rows]),
+                              self._match_probability, progress, workers)
         scores = np.full(len(pairs), np.nan)
-        failures: dict[int, str] = {}
-        batches = chunks(list(range(len(pairs))), self.config.batch_size)
-        prepared = prefetched(batches, lambda rows: self._prepare([pairs[i] for i in rows]),
-                              workers)
-        for rows, (inputs, kept, batch_failures) in zip(batches, prepared, strict=True):
-            failures |= {rows[i]: reason for i, reason in batch_failures.items()}
-            if inputs is not None:
-                scores[[rows[i] for i in kept]] = self._match_probability(inputs)
-            if progress is not None:
-                progress(len(rows))
-        return PairScores(scores, failures)
+        for rows, probabilities in results.outputs:
+            scores[rows] = probabilities
+        return PairScores(scores, results.failures)
 
-    def _match_probability(self, inputs: dict) -> np.ndarray:
+    def _match_probability(self, inputs: dict[str, Any]) -> np.ndarray:
         torch = self._torch
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         with torch.inference_mode(), autocast_context(self.device, self.config.amp):

@@ -37,32 +37,30 @@ import hashlib
 import importlib
 import inspect
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tasks.arrays import scatter_rows
 from tasks.config import ModelConfig, TorchModuleSettings
-from tasks.data.base import open_image
+from tasks.io import DECODE_ERRORS, decode_images, open_image
 from tasks.models.base import (
-    DECODE_ERRORS,
+    Adapter,
     ModelError,
-    PairScores,
     autocast_context,
-    decode_images,
     model_fingerprint,
     register_adapter,
-    resolve_device,
     torch_dtype,
 )
-from tasks.models.batching import chunks, prefetched
+from tasks.models.batching import Prepared, chunks, prefetched, run_batches
+from tasks.models.contracts import PairScores, Progress
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 SAFETENSORS_SUFFIXES = {".safetensors"}
 TORCH_SUFFIXES = {".pt", ".pth", ".bin"}
-
 
 
 # ---- images -------------------------------------------------------------------------------
@@ -299,15 +297,14 @@ def _source_files(spec: str) -> list[Path]:
 
 
 @register_adapter("torch_module")
-class TorchModuleAdapter:
+class TorchModuleAdapter(Adapter):
     """Scores (image, text) pairs and classifies images with a user's ``nn.Module``."""
 
     def __init__(self, config: ModelConfig) -> None:
         import torch
 
-        self.config = config
+        super().__init__(config)
         self.settings = _settings(config)
-        self.device = resolve_device(config.device)
         self._torch = torch
         self.model = instantiate(load_class(self.settings.module), self.settings.init_kwargs)
         apply_state(self.model, load_state(Path(config.path).expanduser()))
@@ -321,15 +318,22 @@ class TorchModuleAdapter:
         if "dataset" not in (self.settings.mean, self.settings.std):
             self._set_normalization(None)
 
-    @staticmethod
-    def fingerprint(config: ModelConfig, dataset_digest: str) -> str:
+    @classmethod
+    def fingerprint(cls, config: ModelConfig, dataset_digest: str) -> str:
         """With dataset mean/std the outputs depend on the evaluated images as a whole."""
         settings = _settings(config)
         uses_dataset = "dataset" in (settings.mean, settings.std)
         return torch_module_fingerprint(
             config, {"dataset": dataset_digest} if uses_dataset else None)
 
-    def _load_tokenizer(self):
+    def describe(self) -> dict[str, str]:
+        """Device and dtype, plus the normalisation statistics in use (dataset ones included)."""
+        facts = {"device": self.device, "dtype": str(self.dtype or "float32").split(".")[-1]}
+        for key, value in (self.normalization or {}).items():
+            facts[f"normalization.{key}"] = str(value)
+        return facts
+
+    def _load_tokenizer(self) -> Any:
         from transformers import AutoTokenizer
 
         if not self.settings.tokenizer:
@@ -373,12 +377,15 @@ class TorchModuleAdapter:
 
     # -- inference --
 
-    def _prepare(self, paths: Sequence[str]) -> tuple[np.ndarray | None, list[int],
-                                                      dict[int, str]]:
+    def _prepare(self, paths: Sequence[str], texts: Sequence[str] | None
+                 ) -> Prepared[tuple[np.ndarray, list[str] | None]]:
         images, kept, failures = decode_images(
             paths, lambda p: load_pixels(p, self.settings.image_size, self.settings.resize))
         arrays = [((pixels - self._mean) / self._std).transpose(2, 0, 1) for pixels in images]
-        return (np.stack(arrays) if arrays else None), kept, failures
+        if not arrays:
+            return Prepared(None, kept, failures)
+        kept_texts = [texts[i] for i in kept] if texts is not None else None
+        return Prepared((np.stack(arrays), kept_texts), kept, failures)
 
     def _forward(self, pixels: np.ndarray, texts: Sequence[str] | None) -> np.ndarray:
         torch = self._torch
@@ -409,33 +416,22 @@ class TorchModuleAdapter:
         return values.numpy()
 
     def _run(self, paths: Sequence[str], texts: Sequence[str] | None,
-             progress: Callable[[int], Any] | None, workers: int
-             ) -> tuple[np.ndarray, dict[int, str]]:
+             progress: Progress | None, workers: int) -> tuple[np.ndarray, dict[int, str]]:
         self._ensure_normalization(paths, workers)
-        batches = chunks(list(range(len(paths))), self.config.batch_size)
-        blocks, failures = [], {}
-
-        def prepare(rows):
-            return self._prepare([paths[i] for i in rows])
-
-        for rows, (pixels, kept, batch_failures) in zip(
-            batches, prefetched(batches, prepare, workers), strict=True
-        ):
-            failures |= {rows[i]: reason for i, reason in batch_failures.items()}
-            block = np.full((len(rows), 0), np.nan)
-            if pixels is not None:
-                probabilities = self._forward(
-                    pixels, [texts[rows[i]] for i in kept] if texts is not None else None
-                )
-                block = np.full((len(rows), probabilities.shape[1]), np.nan)
-                block[kept] = probabilities
-            blocks.append(block)
-            if progress is not None:
-                progress(len(rows))
-        return _stack(blocks, len(paths)), failures
+        results = run_batches(
+            len(paths), self.config.batch_size,
+            lambda rows: self._prepare([paths[i] for i in rows],
+                                       [texts[i] for i in rows] if texts is not None else None),
+            lambda inputs: self._forward(*inputs), progress, workers)
+        try:
+            return scatter_rows(len(paths), results.outputs, np.float64), results.failures
+        except ValueError:
+            raise ModelError("the model returned a different number of classes across "
+                             "batches") from None
 
     def classify(self, image_paths: Sequence[str], texts: Sequence[str] | None = None,
-                 progress=None, workers: int = 2) -> tuple[np.ndarray, dict[int, str]]:
+                 progress: Progress | None = None, workers: int = 2
+                 ) -> tuple[np.ndarray, dict[int, str]]:
         """Class probabilities ``(n, C)`` float64 (NaN rows for failed images) + failures."""
         if self.uses_text and texts is None:
             raise ModelError(f"{self.settings.module} takes text: pass texts to classify")
@@ -445,8 +441,8 @@ class TorchModuleAdapter:
             raise ModelError(f"{len(image_paths)} images but {len(texts)} texts")
         return self._run(list(image_paths), texts, progress, workers)
 
-    def score_pairs(self, image_paths: Sequence[str], texts: Sequence[str], progress=None,
-                    workers: int = 2) -> PairScores:
+    def score_pairs(self, image_paths: Sequence[str], texts: Sequence[str],
+                    progress: Progress | None = None, workers: int = 2) -> PairScores:
         """Probability of ``positive_class`` per (image, text) pair; NaN where failed."""
         if not self.uses_text:
             raise ModelError(f"{self.settings.module} is image-only: it cannot score pairs")
@@ -458,13 +454,3 @@ class TorchModuleAdapter:
         scores = probabilities[:, positive] if probabilities.shape[1] \
             else np.full(len(image_paths), np.nan)
         return PairScores(np.asarray(scores, dtype=np.float64), failures)
-
-
-def _stack(blocks: list[np.ndarray], rows: int) -> np.ndarray:
-    width = max((b.shape[1] for b in blocks), default=0)
-    if any(b.shape[1] not in (0, width) for b in blocks):
-        raise ModelError("the model returned a different number of classes across batches")
-    if not blocks:
-        return np.zeros((rows, 0))
-    return np.concatenate([b if b.shape[1] == width else np.full((len(b), width), np.nan)
-                           for b in blocks])

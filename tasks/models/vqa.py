@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tasks.models.base import ModelError, register_adapter
-from tasks.models.captioner import CaptionerAdapter, Generated
+from tasks.models.captioner import CaptionerAdapter
+from tasks.models.contracts import Generated, Progress
 
 # Model types whose VQA head is a generator (ViLT's is a classifier over a fixed answer set).
 GENERATIVE_VQA_TYPES = {"blip", "blip-2"}
@@ -27,8 +28,8 @@ class VQAAdapter(CaptionerAdapter):
             return "AutoModelForVisualQuestionAnswering"
         return "AutoModelForImageTextToText"
 
-    def answer(self, paths: Sequence[str], questions: Sequence[str], progress=None,
-               workers: int = 2) -> Generated:
+    def answer(self, paths: Sequence[str], questions: Sequence[str],
+               progress: Progress | None = None, workers: int = 2) -> Generated:
         template = self.config.generation.question_template
         prompts = [template.format(question=q) for q in questions]
         return self.generate(paths, prompts, progress=progress, workers=workers)

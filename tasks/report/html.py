@@ -22,7 +22,7 @@ code{background:#f3f3f3;padding:0 .2rem}
 
 def thumbnail(path: str, size: int = 96) -> str:
     """Inline JPEG data URI, or an empty string when the image cannot be read."""
-    from tasks.data.base import open_image
+    from tasks.io import open_image
 
     try:
         image = open_image(path)

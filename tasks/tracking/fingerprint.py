@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-# Source that shapes model outputs: a change here invalidates cached inference.
-INFERENCE_SOURCES = ("models", "inference.py", "data/base.py")
+# Source that shapes every kind's model outputs (image decoding, array helpers, adapters, the
+# sharded-inference skeleton); each kind adds its own infer module. A change in any of them
+# invalidates cached inference; a change elsewhere (row normalisation, scoring, reports) does not.
+INFERENCE_SOURCES = ("io.py", "arrays.py", "models", "kinds/sharded.py")
 TRACKED_PACKAGES = ("bifocal", "torch", "transformers", "prefect", "mlflow", "numpy", "pillow")
 
 
@@ -20,15 +22,21 @@ def stable_hash(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-@cache
-def inference_code_version() -> str:
+def code_version(root: Path, sources: tuple[str, ...]) -> str:
+    """Digest of the named files and folders (their ``.py`` files) under ``root``."""
     digest = hashlib.sha256()
-    for name in INFERENCE_SOURCES:
-        path = PACKAGE_ROOT / name
+    for name in sources:
+        path = root / name
         files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
         for file in files:
-            digest.update(str(file.relative_to(PACKAGE_ROOT)).encode() + b"\0" + file.read_bytes())
+            digest.update(str(file.relative_to(root)).encode() + b"\0" + file.read_bytes())
     return digest.hexdigest()[:16]
+
+
+@cache
+def inference_code_version(*kind_sources: str) -> str:
+    """Code version of inference: the shared sources plus a kind's own (paths under tasks/)."""
+    return code_version(PACKAGE_ROOT, INFERENCE_SOURCES + kind_sources)
 
 
 @cache
@@ -65,8 +73,8 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def inference_fingerprint(*, task: str, model: str, data: str, settings: dict[str, Any]) -> str:
+def inference_fingerprint(*, task: str, model: str, data: str, settings: dict[str, Any],
+                          code: str) -> str:
     return stable_hash(
-        {"task": task, "model": model, "data": data, "settings": settings,
-         "code": inference_code_version()}
+        {"task": task, "model": model, "data": data, "settings": settings, "code": code}
     )

@@ -2,32 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
-
-def is_s3(uri: str) -> bool:
-    return uri.startswith("s3://")
-
-
-def split_s3(uri: str) -> tuple[str, str]:
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    if not bucket:
-        raise ValueError(f"invalid S3 URI {uri!r}")
-    return bucket, prefix.strip("/")
-
-
-def s3_client():
-    import boto3
-    from botocore.config import Config
-
-    # A fresh session reads the current credentials (boto3's default session caches them).
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
-    )
+from tasks.io import is_s3, s3_client, split_s3
 
 
 def publish_folder(local: Path, destination: str) -> str:

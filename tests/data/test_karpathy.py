@@ -7,8 +7,8 @@ import pytest
 from tasks.config import DatasetConfig, EvalConfig
 from tasks.data import DataError, load_dataset
 from tasks.data.base import save_dataset
-from tasks.inference import InferenceRef
-from tasks.kinds.retrieval import protocol_warning, score
+from tasks.kinds.base import InferenceRef
+from tasks.kinds.retrieval.score import protocol_warning, score
 from tests.helpers import draw
 
 COCO_TEST = {"name": "COCO Karpathy test", "images": 5000, "texts": 25010}
@@ -107,7 +107,7 @@ def test_retrieval_score_warns_when_protocol_sizes_differ(tmp_path: Path):
     np.save(shard / "image_embeddings.npy", rng.normal(size=(2, 8)).astype(np.float32))
     np.save(shard / "text_embeddings.npy", rng.normal(size=(10, 8)).astype(np.float32))
     inference = InferenceRef(fingerprint="f", shard_folders=[str(shard)], shards_cached=0,
-                             model_fingerprint="m")
+                             model_fingerprint="m", code_version="c")
     config = EvalConfig(model={"path": "unused"}, dataset={"path": "unused"})
     scores = score(ref, inference, config, tmp_path / "run")
     assert ("COCO Karpathy test protocol is 5,000 images / 25,010 captions; this run scored "

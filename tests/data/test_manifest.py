@@ -116,7 +116,7 @@ def test_whole_dataset_errors_are_clear(tmp_path: Path):
 def test_exif_orientation_is_applied(tmp_path: Path):
     from PIL import Image
 
-    from tasks.data.base import open_image
+    from tasks.io import open_image
 
     image = Image.new("RGB", (40, 20), "red")
     exif = image.getexif()

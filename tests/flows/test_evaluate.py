@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tasks.config import build_config
+from tasks.config_io import build_config
 from tests.helpers import write_dataset
 
 pytestmark = pytest.mark.e2e

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tasks.config import build_config
+from tasks.config_io import build_config
 from tests.helpers import write_dataset
 
 pytestmark = pytest.mark.e2e
@@ -107,7 +107,7 @@ def test_vqa_flow(prefect_harness, tmp_path: Path, tiny_captioner_dir: Path):
 @pytest.mark.parametrize("negatives", ["random", "hard"])
 def test_matching_flow(prefect_harness, tmp_path: Path, tiny_clip_dir: Path, negatives: str):
     from flows.evaluate import evaluate
-    from tasks.kinds.matching import calibration_split
+    from tasks.kinds.matching.score import calibration_split
 
     manifest = write_dataset(tmp_path / "ds", n=10)
     config = build_config(base_config(

@@ -6,7 +6,7 @@ import json
 import pytest
 from mlflow import MlflowClient
 
-from tasks.config import build_config
+from tasks.config_io import build_config
 from tests.helpers import write_dataset
 from tests.services import mlflow_server, postgres_database
 

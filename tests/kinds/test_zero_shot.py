@@ -5,11 +5,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from tasks.config import build_config
+from tasks.config_io import build_config
 from tasks.data import load_dataset
 from tasks.data.base import save_dataset
-from tasks.inference import InferenceRef
-from tasks.kinds.zero_shot import class_embeddings, score
+from tasks.kinds.base import InferenceRef
+from tasks.kinds.zero_shot.infer import class_embeddings
+from tasks.kinds.zero_shot.score import score
 from tests.helpers import write_dataset
 
 
@@ -48,9 +49,9 @@ def test_score_predicts_nearest_class_and_records_unusable_labels(tmp_path: Path
     shard.mkdir()
     np.save(shard / "image_embeddings.npy", images)
     np.save(tmp_path / "classes.npy", classes)
-    inference = InferenceRef("fp", [str(shard)], 0, "model", failures={2: "decode failed"},
-                             info={"class_names": ["red", "green", "blue", "yellow"],
-                                   "class_embeddings": str(tmp_path / "classes.npy")})
+    inference = InferenceRef("fp", [str(shard)], 0, "model", "code", failures={2: "decode failed"},
+                             class_names=["red", "green", "blue", "yellow"],
+                             class_embeddings_path=str(tmp_path / "classes.npy"))
     result = score(dataset, inference, config, tmp_path / "scores")
     table = pd.read_parquet(result.per_sample_path)
     assert table["status"].tolist() == ["scored", "scored", "failed", "scored", "scored",

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from tasks.config import ModelConfig
-from tasks.models import ModelError, load_adapter, model_fingerprint
+from tasks.models import ModelError, load_adapter
+from tasks.models.base import model_fingerprint
 from tests.helpers import write_dataset
 
 

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tasks.tracking.storage import publish_folder, split_s3
+from tasks.io import split_s3
+from tasks.tracking.storage import publish_folder
 
 
 def make_folder(root: Path) -> Path:

@@ -5,7 +5,6 @@ task ``captioning``. All metrics score the same PTB tokenisation as coco-caption
 :mod:`tasks.metrics.captioning.ptb`), computed once per :class:`CaptionInputs`.
 """
 
-from tasks.metrics.captioning.api import captioning_metric_names, score_captions
 from tasks.metrics.captioning.bleu import bleu_score, bleu_scores
 from tasks.metrics.captioning.cider import cider_d, cider_score
 from tasks.metrics.captioning.inputs import CaptionInputs, TokenizedCaptions
@@ -19,13 +18,11 @@ __all__ = [
     "TokenizedCaptions",
     "bleu_score",
     "bleu_scores",
-    "captioning_metric_names",
     "cider_d",
     "cider_score",
     "meteor_score",
     "rouge_l_score",
     "rouge_l_scores",
-    "score_captions",
     "spice_score",
     "tokenize",
 ]

@@ -10,21 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.metrics.base import get_metric
+from tasks.metrics import runner
+from tasks.metrics.base import MetricResult, MetricSpec, get_metric, metrics_for_task
 from tasks.metrics.captioning import (
     CaptionInputs,
-    api,
     bleu_scores,
-    captioning_metric_names,
     cider_d,
     meteor,
     meteor_score,
     rouge_l_scores,
-    score_captions,
     spice,
     spice_score,
 )
 from tasks.metrics.captioning import inputs as inputs_module
+from tasks.metrics.runner import run_metrics
 
 SENTENCE = "a man in a red shirt is riding a brown horse on the beach"
 
@@ -127,10 +126,10 @@ def test_tokenisation_is_computed_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(inputs_module, "tokenize", counting)
     monkeypatch.setattr(shutil, "which", lambda name: None)  # METEOR/SPICE skip quickly
     inputs = make(["a dog", "a cat"], [["a dog", "the dog"], ["a cat"]])
-    results = score_captions(inputs, ["bleu", "rouge_l", "cider", "meteor"])
+    run = run_metrics("captioning", ["bleu", "rouge_l", "cider", "meteor"], inputs, {})
     assert calls == [3, 2]  # references once, predictions once
-    assert set(results) == {"bleu", "rouge_l", "cider", "meteor"}
-    assert results["meteor"].skipped
+    assert set(run.metrics) >= {"bleu_4", "rouge_l", "cider"}
+    assert "meteor" in run.skipped
 
 
 # --- skips --------------------------------------------------------------------------------
@@ -208,24 +207,41 @@ def test_registry() -> None:
         spec = get_metric(name)
         assert spec.task == "captioning"
         assert set(spec.outputs) == outputs and all(spec.outputs.values())
-        assert name in captioning_metric_names()
+        assert spec in metrics_for_task("captioning")
 
 
-def test_score_captions_defaults_to_all_captioning_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_metrics_defaults_to_all_captioning_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
     ours = ["bleu", "cider", "meteor", "rouge_l", "spice"]
-    monkeypatch.setattr(api, "metrics_for_task", lambda task: [get_metric(n) for n in ours])
+    monkeypatch.setattr(runner, "metrics_for_task", lambda task: [get_metric(n) for n in ours])
     monkeypatch.setattr(shutil, "which", lambda name: None)
     monkeypatch.delenv(spice.CORENLP_ENV, raising=False)
     inputs = make(["a dog runs", "a cat"], [["a dog runs"], ["a cat sleeps"]])
-    results = score_captions(inputs)
-    assert list(results) == ours
-    assert results["meteor"].skipped and results["spice"].skipped
-    assert results["rouge_l"].per_sample["rouge_l"].shape == (2,)
-    with pytest.raises(ValueError, match="unknown captioning metric"):
-        score_captions(inputs, ["bleu", "nope"])
-    one_image = score_captions(make(["a dog"], [["a dog"]]), ["bleu", "cider"])
-    assert one_image["bleu"].skipped is None
-    assert "at least 2 images" in (one_image["cider"].skipped or "")
+    run = run_metrics("captioning", [], inputs, {})
+    assert set(run.skipped) == {"meteor", "spice"}
+    assert run.per_sample["rouge_l"].shape == (2,)
+    with pytest.raises(KeyError, match="unknown metric 'nope'"):
+        run_metrics("captioning", ["bleu", "nope"], inputs, {})
+    one_image = run_metrics("captioning", ["bleu", "cider"], make(["a dog"], [["a dog"]]), {})
+    assert "bleu_4" in one_image.metrics
+    assert "at least 2 images" in one_image.skipped["cider"]
+
+
+def test_run_settings_reach_metrics_that_take_them_unless_overridden(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[dict] = []
+
+    def probe(inputs, device: str = "cpu", batch_size: int = 1) -> MetricResult:
+        seen.append({"device": device, "batch_size": batch_size})
+        return MetricResult(corpus={"probe": 1.0})
+
+    spec = MetricSpec("probe", "captioning", {"probe": True}, probe)
+    monkeypatch.setattr(runner, "get_metric", lambda name: spec)
+    run_metrics("captioning", ["probe"], None, {}, {"device": "cuda", "batch_size": 7, "seed": 1})
+    run_metrics("captioning", ["probe"], None, {"probe": {"batch_size": 3}},
+                {"device": "cuda", "batch_size": 7})
+    assert seen == [{"device": "cuda", "batch_size": 7}, {"device": "cuda", "batch_size": 3}]
+
 
 
 def test_spice_runs_the_jar_with_local_corenlp(

@@ -1,27 +1,7 @@
-"""Build and train the tiny captioning / VQA model used by ``bifocal demo``.
-
-The model is an ordinary ``transformers`` ``VisionEncoderDecoderModel`` (ViT encoder, GPT-2
-decoder with cross-attention) saved with a word-level ``PreTrainedTokenizerFast`` and a
-``ViTImageProcessorPil``, so the ``captioner`` and ``vqa`` adapters load it exactly like a
-user's checkpoint. One model does both tasks, trained jointly on the train split:
-
-* captioning: decoder sequence ``[BOS] caption [EOS]``, loss on every caption token;
-* VQA: ``[BOS] question answer [EOS]``, loss on the answer and ``[EOS]`` only. The question is
-  the decoder prompt the adapters feed (``[BOS]`` + the question's ids without special
-  tokens), so the model never learns to *produce* questions and captioning from ``[BOS]``
-  cannot drift into one.
-
-The tokenizer splits on spaces (kept as a ``▁`` prefix, like SentencePiece) and punctuation,
-and its decoder restores the text exactly: a decoded answer reads ``"what color is the
-shape? red"``, which ``strip_prompt`` turns into ``"red"``.
-
-Run ``python -m tasks.demo.captioner [BENCHMARK_DIR]`` to train on a benchmark (default: build
-a full-size one in a temp dir) and print training time and test-split metrics.
-"""
+"""Joint captioning + VQA training of the demo captioner: data encoding, loss, training loop."""
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,10 +14,16 @@ from tasks.demo.benchmark import (
     POSITIONS,
     SHAPES,
     SIZES,
-    caption_words,
     load_manifest,
 )
-from tasks.demo.derived import all_questions, question_words, vqa_records
+from tasks.demo.captioner.model import (
+    CaptionerSpec,
+    build_captioner,
+    build_image_processor,
+    build_tokenizer,
+    tokenizer_words,
+)
+from tasks.demo.derived import all_questions
 from tasks.demo.train import TrainResult, _lr_lambda, deterministic_torch
 
 if TYPE_CHECKING:
@@ -51,33 +37,11 @@ if TYPE_CHECKING:
 Log = Callable[[str], None]
 
 IGNORE_INDEX = -100  # label of positions without loss (torch's cross-entropy default)
-SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
-SPACE = "\u2581"  # "▁": marks a token that follows a space
 # Image attributes predicted by the training-only auxiliary heads (field -> values).
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "shape": SHAPES, "color": tuple(COLORS), "background": tuple(BACKGROUNDS), "size": SIZES,
     "position": POSITIONS,
 }
-
-
-@dataclass(frozen=True)
-class CaptionerSpec:
-    """Architecture of the demo captioner (image size matches the demo CLIP models)."""
-
-    image_size: int = 32
-    patch_size: int = 8
-    vision_hidden: int = 64
-    vision_layers: int = 2
-    text_hidden: int = 64
-    text_layers: int = 2
-    heads: int = 4
-    mlp_ratio: int = 2
-    max_positions: int = 48  # longest caption is ~28 tokens with [BOS]/[EOS]
-    # Init scales: the library defaults (0.02) leave attention nearly uniform for hundreds of
-    # steps (the model sees only the colour histogram); larger ones learn "where" and "large"
-    # within the short demo training.
-    init_range: float = 0.05  # std of the linear/conv weight init (ViT and GPT-2)
-    patch_position_std: float = 0.1  # std of the ViT position-embedding init
 
 
 @dataclass(frozen=True)
@@ -113,87 +77,6 @@ class DecoderData:
     lengths: torch.Tensor
     attributes: torch.Tensor
     n_captions: int
-
-
-# --- tokenizer, image processor, model ---
-
-
-def tokenizer_words() -> list[str]:
-    """Words/punctuation of every caption template, question and exact answer (sorted)."""
-    return sorted(set(caption_words()) | set(question_words()))
-
-
-def build_tokenizer(words: Sequence[str]) -> PreTrainedTokenizerFast:
-    """Word-level fast tokenizer over ``words`` with exact detokenisation.
-
-    Every word gets two entries, ``▁word`` (after a space) and ``word`` (glued, e.g. after a
-    hyphen), so decoding reproduces the original spacing and punctuation.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    pieces = sorted({form for w in words for form in (w, SPACE + w)} | {SPACE})
-    vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *pieces])}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="always", split=True),
-        pre_tokenizers.Punctuation(),
-    ])
-    backend.decoder = decoders.Metaspace(replacement=SPACE, prepend_scheme="always", split=True)
-    bos, eos = vocab["[BOS]"], vocab["[EOS]"]
-    backend.post_processor = processors.TemplateProcessing(
-        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", bos), ("[EOS]", eos)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]",
-        eos_token="[EOS]", clean_up_tokenization_spaces=False,
-    )
-
-
-def build_image_processor(spec: CaptionerSpec = CaptionerSpec()) -> ViTImageProcessorPil:
-    """PIL-based ViT processor (no torchvision needed): resize to the model's input size."""
-    from transformers import ViTImageProcessorPil
-
-    return ViTImageProcessorPil(size={"height": spec.image_size, "width": spec.image_size})
-
-
-def build_captioner(spec: CaptionerSpec,
-                    tokenizer: PreTrainedTokenizerFast) -> VisionEncoderDecoderModel:
-    """Randomly initialised ViT + GPT-2 encoder-decoder (uses torch's global RNG: seed it).
-
-    ``generate()`` starts from ``[BOS]``, pads with ``[PAD]`` and stops at ``[EOS]``.
-    """
-    import torch
-    from transformers import (
-        GPT2Config,
-        GPT2LMHeadModel,
-        VisionEncoderDecoderModel,
-        ViTConfig,
-        ViTModel,
-    )
-
-    encoder = ViTModel(ViTConfig(
-        image_size=spec.image_size, patch_size=spec.patch_size, hidden_size=spec.vision_hidden,
-        num_hidden_layers=spec.vision_layers, num_attention_heads=spec.heads,
-        intermediate_size=spec.vision_hidden * spec.mlp_ratio, initializer_range=spec.init_range,
-    ))
-    with torch.no_grad():
-        encoder.embeddings.position_embeddings.normal_(std=spec.patch_position_std)
-    decoder = GPT2LMHeadModel(GPT2Config(
-        vocab_size=len(tokenizer), n_embd=spec.text_hidden, n_layer=spec.text_layers,
-        n_head=spec.heads, n_inner=spec.text_hidden * spec.mlp_ratio,
-        n_positions=spec.max_positions, add_cross_attention=True,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, initializer_range=spec.init_range,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    ))
-    model = VisionEncoderDecoderModel(encoder=encoder, decoder=decoder)
-    for config in (model.config, model.generation_config):
-        config.decoder_start_token_id = tokenizer.bos_token_id
-        config.bos_token_id = tokenizer.bos_token_id
-        config.eos_token_id = tokenizer.eos_token_id
-        config.pad_token_id = tokenizer.pad_token_id
-    return model
 
 
 # --- training data ---
@@ -364,7 +247,7 @@ def train_demo_captioner(
     steps: int = CaptionerTrainConfig.steps,
     seed: int = 0,
     log: Log | None = print,
-    spec: CaptionerSpec = CaptionerSpec(),
+    spec: CaptionerSpec = CaptionerSpec(),  # noqa: B008 - frozen dataclass (from .model)
     cfg: CaptionerTrainConfig = CaptionerTrainConfig(),
 ) -> TrainResult:
     """Train the demo captioner on ``dataset_root``'s train split and save it to ``out_dir``.
@@ -391,109 +274,3 @@ def train_demo_captioner(
     tokenizer.save_pretrained(out_dir)
     image_processor.save_pretrained(out_dir)
     return TrainResult(out_dir, losses, time.perf_counter() - start)
-
-
-# --- evaluation through the real adapters ---
-
-
-def evaluate_demo_captioner(model_dir: Path, dataset_root: Path, *, split: str = "test",
-                            seed: int = 0, batch_size: int = 128,
-                            log: Log | None = None) -> dict[str, float]:
-    """Caption and VQA metrics of a saved captioner, evaluated like ``bifocal`` does.
-
-    Loads ``model_dir`` through the ``captioner`` and ``vqa`` adapters. Baselines:
-    ``*_shuffled`` scores each image with another image's generated caption, and
-    ``vqa_accuracy_prior`` answers every question with its most frequent answer in the split
-    (a blind guess that knows the answer distribution). ``log`` gets a few examples.
-    """
-    from collections import Counter
-
-    from tasks.config import ModelConfig
-    from tasks.metrics import get_metric
-    from tasks.metrics.captioning import CaptionInputs
-    from tasks.metrics.vqa import VQAInputs
-    from tasks.models import load_adapter
-
-    root = Path(dataset_root)
-    records = load_manifest(root / f"{split}.jsonl")
-
-    def adapter(kind: str):
-        return load_adapter(ModelConfig(kind=kind, path=str(model_dir), device="cpu",
-                                        batch_size=batch_size))
-
-    paths = [str(root / r["image"]) for r in records]
-    captions = adapter("captioner").generate(paths).texts
-    ids, refs = [r["id"] for r in records], [r["captions"] for r in records]
-    shuffled = captions[1:] + captions[:1]
-    results: dict[str, float] = {}
-    for name, predictions in (("", captions), ("_shuffled", shuffled)):
-        inputs = CaptionInputs(ids, [p or "" for p in predictions], refs)
-        results[f"bleu_4{name}"] = get_metric("bleu")(inputs).corpus["bleu_4"]
-        results[f"cider{name}"] = get_metric("cider")(inputs).corpus["cider"]
-
-    lines = vqa_records(records, split, seed)
-    answers = adapter("vqa").answer([str(root / q["image"]) for q in lines],
-                                    [q["question"] for q in lines]).texts
-    metric = get_metric("vqa_accuracy")
-    vqa = metric(VQAInputs([q["id"] for q in lines], [a or "" for a in answers],
-                           [q["answers"] for q in lines], [q["question_type"] for q in lines],
-                           [q["answer_type"] for q in lines]))
-    results.update(vqa.corpus)
-    per_question = vqa.per_sample["vqa_accuracy"]
-    for question in sorted({q["question"] for q in lines}):
-        rows = [i for i, q in enumerate(lines) if q["question"] == question]
-        results[f"vqa_accuracy.question.{question}"] = float(per_question[rows].mean())
-    counts: dict[str, Counter] = {}
-    for q in lines:
-        truth = Counter(q["answers"]).most_common(1)[0][0]  # the exact answer (>= 7 of 10)
-        counts.setdefault(q["question"], Counter())[truth] += 1
-    prior = {question: c.most_common(1)[0][0] for question, c in counts.items()}
-    blind = metric(VQAInputs([q["id"] for q in lines], [prior[q["question"]] for q in lines],
-                             [q["answers"] for q in lines]))
-    results["vqa_accuracy_prior"] = blind.corpus["vqa_accuracy"]
-    results["n_images"], results["n_questions"] = float(len(records)), float(len(lines))
-    if log is not None:
-        _log_examples(log, captions, refs, lines, answers)
-    return results
-
-
-def _log_examples(log: Log, captions: list, refs: list, lines: list, answers: list,
-                  k: int = 4) -> None:
-    rng = random.Random(0)
-    for i in rng.sample(range(len(captions)), min(k, len(captions))):
-        log(f"  caption: {captions[i]!r}  (a reference: {refs[i][0]!r})")
-    for i in rng.sample(range(len(lines)), min(k, len(lines))):
-        log(f"  {lines[i]['question']} -> {answers[i]!r}  (answer: {lines[i]['answers'][0]!r})")
-
-
-def _main(argv: list[str]) -> None:
-    import resource
-    import tempfile
-
-    from tasks.demo.benchmark import build_benchmark
-
-    with tempfile.TemporaryDirectory() as tmp:
-        if argv:
-            dataset_root = Path(argv[0])
-        else:
-            dataset_root = Path(tmp) / "benchmark"
-            t0 = time.perf_counter()
-            build_benchmark(dataset_root)
-            print(f"built benchmark ({time.perf_counter() - t0:.1f}s)")
-        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-        result = train_demo_captioner(dataset_root, Path(tmp) / "captioner")
-        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-        print(f"captioner training: wall {result.seconds:.1f}s, cpu {cpu:.1f}s, "
-              f"final loss {sum(result.losses[-20:]) / len(result.losses[-20:]):.3f}")
-        t0 = time.perf_counter()
-        metrics = evaluate_demo_captioner(result.model_dir, dataset_root, log=print)
-        print(f"evaluation ({time.perf_counter() - t0:.1f}s):")
-        for key, value in metrics.items():
-            print(f"  {key}: {value:.4f}")
-
-
-if __name__ == "__main__":
-    import sys
-
-    _main(sys.argv[1:])

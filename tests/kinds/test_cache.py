@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.tracking.cache import FolderCache
+from tasks.kinds.cache import FolderCache
 
 
 def test_put_then_get_and_failed_write_leaves_nothing(tmp_path: Path):

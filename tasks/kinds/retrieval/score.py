@@ -1,0 +1,88 @@
+"""Retrieval scoring: recall@K and ranks both ways over the cached embeddings; items whose
+image failed leave the ranking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tasks.arrays import flatten_cells, owners
+from tasks.config import EvalConfig
+from tasks.data.base import DatasetRef
+from tasks.kinds.base import InferenceRef, Scores
+from tasks.kinds.scoring import ok_mask, score_metrics, status_columns, write_per_sample
+from tasks.kinds.sharded import load_arrays
+from tasks.metrics.retrieval import RetrievalInputs
+
+
+def protocol_warning(protocol: dict[str, Any] | None, images: int, texts: int) -> str | None:
+    """A loud warning when a standard benchmark split was not scored at its published size."""
+    if not protocol or "images" not in protocol or "texts" not in protocol:
+        return None
+    if (protocol["images"], protocol["texts"]) == (images, texts):
+        return None
+    return (f"{protocol.get('name', 'Benchmark')} protocol is {protocol['images']:,} images / "
+            f"{protocol['texts']:,} captions; this run scored {images:,} / {texts:,} — numbers "
+            "are not comparable to published results")
+
+
+def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out: Path) -> Scores:
+    items = dataset.load_items()
+    text_owner = owners(items["captions"].map(len).to_numpy())
+    ok_items = ok_mask(len(items), inference.failures)
+    ok_texts = ok_items[text_owner]
+    # Rows of failed items leave the ranking; indices are remapped to the kept rows.
+    new_index = np.cumsum(ok_items) - 1
+    inputs = RetrievalInputs(load_arrays(inference, "image_embeddings")[ok_items],
+                             load_arrays(inference, "text_embeddings")[ok_texts],
+                             new_index[text_owner[ok_texts]])
+    run = score_metrics("retrieval", inputs, config)
+    i2t, t2i = _ranks(run.per_sample, ok_items, ok_texts)
+    table = _items_table(items, ok_items, inference.failures, i2t, t2i)
+    texts_table = pd.DataFrame({
+        "item_id": items["item_id"].to_numpy()[text_owner],
+        "caption": flatten_cells(items["captions"]),
+        "t2i_rank": t2i, "status": np.where(ok_texts, "scored", "failed"),
+    })
+    return Scores(
+        metrics=run.metrics, higher_is_better=run.higher_is_better,
+        per_sample_path=write_per_sample(table, out),
+        extra_tables={"texts": write_per_sample(texts_table, out, "per_sample_texts")},
+        review_column="i2t_rank", review_worst_is_high=True, skipped=run.skipped,
+        warnings=run.warnings + _warnings(dataset, inference, ok_items, ok_texts),
+        counts={"images_scored": int(ok_items.sum()), "texts_scored": int(ok_texts.sum()),
+                "failed": int((~ok_items).sum())},
+    )
+
+
+def _ranks(per_sample: dict[str, np.ndarray], ok_items: np.ndarray, ok_texts: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Ranks aligned to all items / all texts (0 where not scored)."""
+    i2t = np.zeros(len(ok_items), dtype=np.int64)
+    i2t[ok_items] = per_sample.get("i2t_rank", np.zeros(ok_items.sum(), np.int64))
+    t2i = np.zeros(len(ok_texts), dtype=np.int64)
+    t2i[ok_texts] = per_sample.get("t2i_rank", np.zeros(ok_texts.sum(), np.int64))
+    return i2t, t2i
+
+
+def _items_table(items: pd.DataFrame, ok: np.ndarray, failures: dict[int, str],
+                 i2t: np.ndarray, t2i: np.ndarray) -> pd.DataFrame:
+    caption_counts = items["captions"].map(len).to_numpy()
+    table = status_columns(items.drop(columns=["image_sha256"]), ok, failures)
+    table["i2t_rank"] = i2t
+    table["t2i_ranks"] = [r.tolist() for r in np.split(t2i, np.cumsum(caption_counts)[:-1])]
+    table["best_t2i_rank"] = [min(r) if r else 0 for r in table["t2i_ranks"]]
+    return table
+
+
+def _warnings(dataset: DatasetRef, inference: InferenceRef, ok_items: np.ndarray,
+              ok_texts: np.ndarray) -> list[str]:
+    warnings = []
+    if inference.truncated_texts:
+        warnings.append(f"{inference.truncated_texts} caption(s) longer than the text "
+                        "encoder's context were truncated")
+    protocol = protocol_warning(dataset.protocol, int(ok_items.sum()), int(ok_texts.sum()))
+    return warnings + ([protocol] if protocol else [])

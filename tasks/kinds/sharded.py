@@ -1,0 +1,170 @@
+"""The one inference skeleton every task kind uses: the lazily loaded adapter, the fingerprint
+cache, shards of ``inference.shard_size`` and ``inference.cache``.
+
+Rows are cut into shards; each shard's outputs are cached under a key made of the model
+fingerprint, the shard's content (image digests and texts, as the kind's ``key`` says), the
+inference settings and the code version (the shared inference code plus the kind's own infer
+module). A rerun with the same inputs loads every shard from the cache and never loads the
+model; changing one image recomputes only its shard. A kind's ``compute(shard, folder)`` writes
+the shard's outputs into ``folder`` and returns a ``ShardOutput``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+
+from tasks.config import EvalConfig
+from tasks.data.base import DatasetRef
+from tasks.kinds import get_task_kind
+from tasks.kinds.base import InferenceRef
+from tasks.kinds.cache import FolderCache
+from tasks.models import fingerprint_model, load_adapter
+from tasks.models.base import ADAPTERS, Adapter, ModelError, resolve_device
+from tasks.models.contracts import FAMILY_METHODS, Progress
+from tasks.tracking.fingerprint import (
+    PACKAGE_ROOT,
+    inference_code_version,
+    inference_fingerprint,
+    stable_hash,
+)
+
+F = TypeVar("F")
+
+
+@dataclass
+class ShardOutput:
+    failures: dict[int, str] = field(default_factory=dict)  # row within the shard -> reason
+    truncated_texts: int = 0
+
+
+ShardCompute = Callable[[pd.DataFrame, Path], ShardOutput]
+
+
+def model_settings(config: EvalConfig) -> dict[str, Any]:
+    """Settings that change an encoder's outputs (the device type: CPU and CUDA kernels differ)."""
+    model = config.model
+    return {"kind": model.kind, "dtype": model.dtype, "amp": model.amp,
+            "device": resolve_device(model.device).split(":")[0]}
+
+
+def generation_settings(config: EvalConfig) -> dict[str, Any]:
+    """Encoder settings plus decoding settings and the seed (sampling decoders)."""
+    return model_settings(config) | {"generation": config.model.generation.model_dump(),
+                                     "seed": config.seed}
+
+
+def kind_code_version(task: str) -> str:
+    """Inference code version of a task kind: shared inference code + the kind's infer module."""
+    module = sys.modules[get_task_kind(task).infer.__module__]
+    source = Path(str(module.__file__)).resolve().relative_to(PACKAGE_ROOT)
+    return inference_code_version(source.as_posix())
+
+
+class Inference:
+    """One kind's inference over one dataset: adapter, cache and shards."""
+
+    def __init__(self, dataset: DatasetRef, config: EvalConfig, cache_root: Path,
+                 progress: Progress | None = None) -> None:
+        self.dataset = dataset
+        self.config = config
+        self.items = dataset.load_items()
+        self.progress = progress
+        self.workers = config.inference.num_workers
+        self.cache = FolderCache(cache_root)
+        self.code_version = kind_code_version(config.task.value)
+        self._adapter: Adapter | None = None
+        self._model_fingerprint: str | None = None
+
+    @property
+    def model_fingerprint(self) -> str:
+        if self._model_fingerprint is None:
+            self._model_fingerprint = fingerprint_model(self.config.model, self.dataset.digest)
+        return self._model_fingerprint
+
+    def adapter(self, family: type[F]) -> F:
+        """The run's adapter as ``family`` (loaded once, on first use); refused with the
+        missing method named when the adapter does not implement the family."""
+        kind = self.config.model.kind
+        if not issubclass(ADAPTERS.get(kind), family):
+            raise ModelError(f"model.kind {kind!r} cannot run task {self.config.task.value!r}: "
+                             f"it has no {FAMILY_METHODS.get(family, family.__name__)}")
+        if self._adapter is None:
+            self._adapter = load_adapter(self.config.model, list(self.items["image_path"]))
+        if not isinstance(self._adapter, family):  # e.g. torch_module image-only models
+            raise ModelError(f"this {kind} model cannot run task {self.config.task.value!r}")
+        return self._adapter
+
+    def shards(self, rows: pd.DataFrame, *, task: str, key: Callable[[pd.DataFrame], Any],
+               compute: ShardCompute, settings: dict[str, Any] | None = None) -> InferenceRef:
+        """Compute (or load) the outputs of every shard of ``rows``."""
+        settings = model_settings(self.config) if settings is None else settings
+        size = self.config.inference.shard_size
+        folders, keys, cached = [], [], 0
+        for start in range(0, len(rows), size):
+            shard = rows.iloc[start : start + size]
+            keys.append(self._key(task, stable_hash(key(shard)), settings))
+            folder, hit = self._entry(keys[-1], lambda path, s=shard: self._write(s, path,
+                                                                                 compute))
+            folders.append(folder)
+            cached += hit
+        return self._reference(folders, keys, cached, size)
+
+    def entry(self, task: str, data: Any, write: Callable[[Path], None],
+              settings: dict[str, Any] | None = None) -> Path:
+        """One cache entry outside the shards (e.g. zero-shot class embeddings)."""
+        settings = model_settings(self.config) if settings is None else settings
+        return self._entry(self._key(task, stable_hash(data), settings), write)[0]
+
+    def _key(self, task: str, data: str, settings: dict[str, Any]) -> str:
+        return inference_fingerprint(task=task, model=self.model_fingerprint, data=data,
+                                     settings=settings, code=self.code_version)
+
+    def _entry(self, key: str, write: Callable[[Path], None]) -> tuple[Path, bool]:
+        folder = self.cache.get(key) if self.config.inference.cache else None
+        if folder is not None:
+            return folder, True
+        return self.cache.put(key, write), False
+
+    def _write(self, shard: pd.DataFrame, folder: Path, compute: ShardCompute) -> None:
+        output = compute(shard, folder)
+        meta = asdict(output) | {"failures": {str(k): v for k, v in output.failures.items()},
+                                 "runtime": self._adapter.describe() if self._adapter else {}}
+        (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+
+    def _reference(self, folders: list[Path], keys: list[str], cached: int,
+                   size: int) -> InferenceRef:
+        failures: dict[int, str] = {}
+        truncated, runtime = 0, {}
+        for index, folder in enumerate(folders):
+            meta = json.loads((folder / "meta.json").read_text())
+            failures |= {index * size + int(row): reason
+                         for row, reason in meta.get("failures", {}).items()}
+            truncated += int(meta.get("truncated_texts", 0))
+            runtime = runtime or meta.get("runtime", {})
+        return InferenceRef(
+            fingerprint=stable_hash(keys), shard_folders=[str(f) for f in folders],
+            shards_cached=cached, model_fingerprint=self.model_fingerprint,
+            code_version=self.code_version, failures=failures, truncated_texts=truncated,
+            runtime=runtime)
+
+
+def load_arrays(inference: InferenceRef, name: str) -> np.ndarray:
+    """One array per shard (``name``.npy), concatenated in row order."""
+    return np.concatenate([np.load(Path(folder) / f"{name}.npy")
+                           for folder in inference.shard_folders])
+
+
+def load_texts(inference: InferenceRef, name: str = "texts") -> list[str | None]:
+    """One JSON list of texts per shard (``name``.json), concatenated in row order."""
+    out: list[str | None] = []
+    for folder in inference.shard_folders:
+        out += json.loads((Path(folder) / f"{name}.json").read_text())
+    return out

@@ -1,0 +1,11 @@
+"""Visual question answering: one question per item, generated answers scored with the official
+VQA accuracy against the human answers (the item's caption column holds the answers)."""
+
+from tasks.kinds.base import TaskKindSpec, register_task_kind
+from tasks.kinds.vqa.infer import infer
+from tasks.kinds.vqa.score import score
+
+register_task_kind(TaskKindSpec(
+    name="vqa", infer=infer, score=score,
+    display_columns=("question", "prediction", "vqa_accuracy"), model_kinds=("vqa",),
+))

@@ -1,0 +1,63 @@
+"""The evaluation's report document (report.json), the examples shown in the HTML, and the
+markdown summary Prefect shows as an artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tasks.config import EvalConfig
+from tasks.data.base import DatasetRef
+from tasks.kinds.base import InferenceRef, Scores
+
+
+def build_report(config: EvalConfig, run: dict[str, str], dataset: DatasetRef,
+                 inference: InferenceRef, scores: Scores, timings: dict[str, float]
+                 ) -> dict[str, Any]:
+    return {
+        "task": config.task.value, **run, "config": config.model_dump(mode="json"),
+        "fingerprints": {"dataset": dataset.digest, "model": inference.model_fingerprint,
+                         "inference": inference.fingerprint, "code": inference.code_version},
+        "inference_cache": inference.cache_state, "runtime": inference.runtime,
+        "counts": {"rows_in": dataset.rows_in, "items": dataset.items,
+                   "rejected": dataset.rejected, **scores.counts},
+        "metrics": scores.metrics, "higher_is_better": scores.higher_is_better,
+        "skipped": scores.skipped, "warnings": scores.warnings, "timings_s": timings,
+        "rejects_by_reason": reject_summary(dataset),
+    }
+
+
+def reject_summary(dataset: DatasetRef) -> dict[str, int]:
+    rejects = dataset.load_rejects()
+    if rejects.empty:
+        return {}
+    # reasons carry details after a colon (paths, decoder messages): group on the head
+    heads = rejects["scope"] + ": " + rejects["reason"].str.split(":").str[0]
+    return {str(k): int(v) for k, v in heads.value_counts().items()}
+
+
+def examples(per_sample: pd.DataFrame, review_csv: Path, count: int) -> pd.DataFrame:
+    """Show the review sample's first rows in the HTML (worst and random examples)."""
+    # rows are items, or (image, text) pairs where a kind scores pairs
+    key = "pair_id" if "pair_id" in per_sample.columns else "item_id"
+    review = pd.read_csv(review_csv, dtype={key: str}) if review_csv.exists() else None
+    if review is None or review.empty:
+        return per_sample.head(count).assign(review_reason="")
+    reasons = review.drop_duplicates(key).set_index(key)["review_reason"]
+    chosen = per_sample[per_sample[key].astype(str).isin(reasons.index)].copy()
+    chosen["review_reason"] = chosen[key].astype(str).map(reasons)
+    order = {"failed": 0, "worst": 1, "random": 2}
+    return chosen.sort_values("review_reason", key=lambda s: s.map(order)).head(count)
+
+
+def summary_markdown(report: dict[str, Any], link: str, report_uri: str) -> str:
+    lines = [f"# {report['task']} · {report['run_name']}", "",
+             f"MLflow run `{report['mlflow_run_id']}`: {link}", "",
+             f"Report: `{report_uri}`", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in report["metrics"].items()]
+    counts = ", ".join(f"{k}: {v}" for k, v in report["counts"].items())
+    lines += ["", f"Counts: {counts}"]
+    lines += [f"> **warning:** {w}" for w in report["warnings"]]
+    return "\n".join(lines)

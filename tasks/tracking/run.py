@@ -1,0 +1,65 @@
+"""One MLflow run per evaluation: its name, its tags, and a context that never leaves it
+RUNNING."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tasks.config import EvalConfig
+from tasks.config_io import flatten
+from tasks.kinds.base import InferenceRef
+from tasks.tracking import mlflow_log as ml
+from tasks.tracking.fingerprint import git_commit, git_dirty, package_versions
+
+
+def default_run_name(config: EvalConfig) -> str:
+    model = Path(config.model.path.rstrip("/")).name or config.model.path
+    data = Path(config.dataset.path.rstrip("/")).stem
+    return config.tracking.run_name or f"{model}@{data}"
+
+
+def start_tags(config: EvalConfig, code_version: str, flow_run: dict[str, str] | None = None
+               ) -> dict[str, str]:
+    """Task, model path, inference code version, git commit, package versions, Prefect ids."""
+    tags = {"bifocal.task": config.task.value, "bifocal.model_path": config.model.path,
+            "bifocal.code_version": code_version}
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags["bifocal.git_dirty"] = str(git_dirty()).lower()
+    tags |= {f"bifocal.version.{k}": v for k, v in package_versions().items()}
+    return tags | {f"prefect.flow_run_{k}": v for k, v in (flow_run or {}).items()}
+
+
+def result_tags(dataset_digest: str, inference: InferenceRef) -> dict[str, str]:
+    return {"bifocal.dataset_fingerprint": dataset_digest,
+            "bifocal.model_fingerprint": inference.model_fingerprint,
+            "bifocal.inference_fingerprint": inference.fingerprint,
+            "bifocal.inference_cache": inference.cache_state}
+
+
+def runtime_params(inference: InferenceRef) -> dict[str, str]:
+    """What the adapter resolved (device, dtype, torch_module normalisation statistics), as
+    ``resolved.*`` params; from the shard that computed the outputs when they were cached."""
+    return {f"resolved.{k}": v for k, v in inference.runtime.items()}
+
+
+@contextmanager
+def tracked_run(uri: str, config: EvalConfig, run_name: str, tags: dict[str, str]
+                ) -> Iterator[str]:
+    """One MLflow run: params logged once here; it ends FINISHED, or FAILED (KILLED on ^C)
+    with the error as a tag, never left RUNNING."""
+    run_id = ml.start_run(uri, config.tracking.experiment, run_name, tags)
+    ml.log_params(uri, run_id, flatten(config))
+    started = time.perf_counter()
+    try:
+        yield run_id
+    except BaseException as error:
+        ml.set_tags(uri, run_id, {"bifocal.error": f"{type(error).__name__}: {error}"[:5000]})
+        ml.end_run(uri, run_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
+    ml.log_metrics(uri, run_id, {"wall_time_s": time.perf_counter() - started})
+    ml.end_run(uri, run_id, "FINISHED")
