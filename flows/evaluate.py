@@ -12,18 +12,12 @@ from prefect.artifacts import create_markdown_artifact
 
 from tasks.config import EvalConfig
 from tasks.data.base import DataError
-from tasks.kinds.sharded import kind_code_version
+from tasks.kinds import kind_code_version
 from tasks.plan import check_config
 from tasks.report.summary import build_report, summary_markdown
 from tasks.steps import export_report, load_data, run_inference, sample_review, score, track_results
 from tasks.tracking import mlflow_log as ml
-from tasks.tracking.run import (
-    default_run_name,
-    result_tags,
-    runtime_params,
-    start_tags,
-    tracked_run,
-)
+from tasks.tracking.run import default_run_name, runtime_params, start_tags, tracked_run
 
 T = TypeVar("T")
 
@@ -56,15 +50,15 @@ def run_stages(config: EvalConfig, uri: str, run_id: str, run_name: str) -> dict
                         "rows were rejected (see the run's data/rejects.parquet)")
     inference = timed("inference", lambda: run_inference(dataset, config,
                                                          work / "cache" / "inference"))
-    ml.log_params(uri, run_id, runtime_params(inference))
+    ml.log_params(uri, run_id, runtime_params(inference.runtime))
     scores = timed("score", lambda: score(dataset, inference, config, run_dir))
     review_csv = timed("review", lambda: sample_review(scores, config, run_dir))
     run = {"run_name": run_name, "mlflow_run_id": run_id, "mlflow_tracking_uri": uri}
     report = build_report(config, run, dataset, inference, scores, timed.timings)
     report_uri = timed("report", lambda: export_report(config, report, dataset, scores,
                                                        review_csv, run_dir))
-    timed("tracking", lambda: track_results(uri, run_id, dataset, scores, run_dir / "report",
-                                            result_tags(dataset.digest, inference)))
+    timed("tracking", lambda: track_results(uri, run_id, dataset, inference, scores,
+                                            run_dir / "report"))
     # report.json is written before its own export is timed: all stages go onto the run
     ml.log_metrics(uri, run_id, {f"time_{stage}_s": t for stage, t in timed.timings.items()})
     create_markdown_artifact(summary_markdown(report, ml.run_link(uri, run_id), report_uri),
@@ -82,9 +76,9 @@ def flow_run_ids() -> dict[str, str]:
 @flow(name="evaluate", log_prints=True)
 def evaluate(config: EvalConfig) -> dict[str, Any]:
     """Evaluate one model on one dataset; one MLflow run; returns metrics and where things are."""
-    check_config(config)
+    kind = check_config(config)
     uri = ml.tracking_uri(config.tracking.tracking_uri)
     run_name = default_run_name(config)
-    tags = start_tags(config, kind_code_version(config.task.value), flow_run_ids())
+    tags = start_tags(config, kind_code_version(kind), flow_run_ids())
     with tracked_run(uri, config, run_name, tags) as run_id:
         return run_stages(config, uri, run_id, run_name)

@@ -15,12 +15,13 @@ from prefect.cache_policies import NO_CACHE
 from tasks.config import EvalConfig
 from tasks.data import load_dataset
 from tasks.data.base import DatasetRef, save_dataset
-from tasks.kinds import InferenceRef, Scores, get_task_kind
+from tasks.kinds import InferenceRef, Scores, get_task_kind, kind_code_version
 from tasks.kinds.sharded import Inference
 from tasks.report.build import write_report
 from tasks.report.summary import examples
 from tasks.review.sampling import select_for_review, write_review_csv
 from tasks.tracking import mlflow_log as ml
+from tasks.tracking.run import result_tags
 from tasks.tracking.storage import publish_folder
 
 # Inference has its own fingerprint cache (tasks/kinds/sharded.py); Prefect's input hashing of
@@ -43,7 +44,8 @@ def run_inference(dataset: DatasetRef, config: EvalConfig, cache_root: Path) -> 
     kind = get_task_kind(config.task.value)
     total = kind.count_inputs(dataset.load_items(), config)
     with tqdm(total=total, desc=f"inference ({config.model.kind})", unit="input") as bar:
-        ref = kind.infer(Inference(dataset, config, cache_root, progress=bar.update))
+        run = Inference(dataset, config, cache_root, kind_code_version(kind), bar.update)
+        ref = kind.infer(run)
         if ref.shards_cached:
             bar.set_postfix_str(f"{ref.shards_cached}/{len(ref.shard_folders)} shards cached")
         bar.update(bar.total - bar.n)
@@ -83,12 +85,13 @@ def export_report(config: EvalConfig, report: dict[str, Any], dataset: DatasetRe
 
 
 @task(name="track-results", **HEALING, **STAGE)
-def track_results(uri: str, run_id: str, dataset: DatasetRef, scores: Scores,
-                  report_dir: Path, tags: dict[str, str]) -> None:
-    """Metrics, dataset input, per-sample table and report artifacts on the MLflow run."""
+def track_results(uri: str, run_id: str, dataset: DatasetRef, inference: InferenceRef,
+                  scores: Scores, report_dir: Path) -> None:
+    """Metrics, fingerprints, dataset input, per-sample table and report artifacts on the run."""
     items = dataset.load_items()
     ml.log_metrics(uri, run_id, scores.metrics)
-    ml.set_tags(uri, run_id, tags)
+    ml.set_tags(uri, run_id, result_tags(dataset.digest, inference.model_fingerprint,
+                                         inference.fingerprint, inference.cache_state))
     ml.log_dataset(uri, run_id, items.drop(columns=["image_path"]),
                    name=Path(dataset.source_uri).name, source=dataset.source_uri,
                    digest=dataset.digest)

@@ -126,6 +126,7 @@ def load_hf(config: DatasetConfig) -> RawTable:
             raise DataError(f"split {split!r} not in dataset; splits: {list(loaded)}")
         loaded = loaded[split]
     image_col = config.columns.image
+    assert isinstance(loaded, datasets.Dataset)
     if image_col not in loaded.column_names:
         raise DataError(f"column {image_col!r} not in dataset columns {loaded.column_names}")
     if config.limit is not None:

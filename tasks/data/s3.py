@@ -209,7 +209,7 @@ def load_s3(config: DatasetConfig) -> RawTable:
     images = fetch_images(client, image_bucket, keys, cache)
     logger.info("s3: %d of %d image objects downloaded, the rest from the cache",
                 sum(f.downloaded for f in images.values()), len(images))
-    missing = {rel: f.reason for rel, f in images.items() if f.path is None}
+    missing = {rel: f.reason or "not fetched" for rel, f in images.items() if f.path is None}
     rows, lost = reject_missing(rows, config, missing)
     files = {posixpath.normpath(rel): f.path for rel, f in images.items() if f.path is not None}
     return RawTable(rows=rows, root=link_mirror(files, cache), source_uri=manifest.uri,

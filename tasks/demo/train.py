@@ -4,7 +4,7 @@ The models are ordinary ``transformers`` ``CLIPModel`` checkpoints (safetensors 
 files), so the evaluation pipeline loads them exactly like a user's checkpoint with
 ``AutoModel.from_pretrained(dir)`` / ``AutoProcessor.from_pretrained(dir)``.
 
-Run ``python -m tasks.demo.train`` to build the full-size assets into a temp dir and print
+Run ``python -m tasks.demo`` to build the full-size assets into a temp dir and print
 wall time and Recall@1 of both models.
 """
 
@@ -317,32 +317,3 @@ def build_demo_models(
             f"({res.seconds:.1f}s)")
         out[name] = res.model_dir
     return out
-
-
-def _main() -> None:
-    import tempfile
-
-    import torch
-    from transformers import AutoModel, AutoProcessor
-
-    from tasks.demo import ensure_demo_assets
-
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        assets = ensure_demo_assets(Path(tmp) / "demo")
-        wall = time.perf_counter() - t0
-        print(f"full build wall time: {wall:.1f}s")
-        torch.set_num_threads(1)
-        for name, path in assets.models.items():
-            model = AutoModel.from_pretrained(path)
-            processor = AutoProcessor.from_pretrained(path)
-            data = encode_split(assets.dataset_root, "test", processor)
-            r = recall_at_1(model, data)
-            print(f"{name}: {type(model).__name__} + {type(processor.image_processor).__name__}"
-                  f" + {type(processor.tokenizer).__name__}, {len(processor.tokenizer)} tokens")
-            print(f"{name}: t2i R@1 {r['t2i_r1']:.3f}  i2t R@1 {r['i2t_r1']:.3f}  "
-                  f"(chance {r['chance']:.4f})")
-
-
-if __name__ == "__main__":
-    _main()

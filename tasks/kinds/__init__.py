@@ -6,6 +6,7 @@ from tasks.kinds.base import (
     Scores,
     TaskKindContract,
     TaskKindSpec,
+    kind_code_version,
     register_task_kind,
 )
 
@@ -15,4 +16,4 @@ def get_task_kind(name: str) -> TaskKindContract:
 
 
 __all__ = ["TASK_KINDS", "InferenceRef", "Scores", "TaskKindContract", "TaskKindSpec",
-           "get_task_kind", "register_task_kind"]
+           "get_task_kind", "kind_code_version", "register_task_kind"]

@@ -9,6 +9,7 @@ table) and an ``__init__.py`` that registers a ``TaskKindSpec``. The config's ``
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,37 +17,13 @@ from typing import TYPE_CHECKING, Protocol
 
 import pandas as pd
 
+from tasks.kinds.sharded import Inference, InferenceRef
 from tasks.registry import Registry
+from tasks.tracking.fingerprint import PACKAGE_ROOT, inference_code_version
 
 if TYPE_CHECKING:
     from tasks.config import EvalConfig
     from tasks.data.base import DatasetRef
-    from tasks.kinds.sharded import Inference
-
-
-@dataclass
-class InferenceRef:
-    """What inference hands on: cached shard folders and facts about the outputs."""
-
-    fingerprint: str  # of the whole dataset's inference
-    shard_folders: list[str]
-    shards_cached: int
-    model_fingerprint: str
-    code_version: str  # of the code that shaped the outputs (part of every shard key)
-    failures: dict[int, str] = field(default_factory=dict)  # input row -> reason
-    truncated_texts: int = 0  # texts longer than the text encoder's context
-    runtime: dict[str, str] = field(default_factory=dict)  # resolved device, dtype, ...
-    pairs_path: str | None = None  # matching: the scored (image, text) pairs
-    class_names: list[str] = field(default_factory=list)  # zero-shot classification
-    class_embeddings_path: str | None = None
-
-    @property
-    def cache_hit(self) -> bool:
-        return self.shards_cached == len(self.shard_folders)
-
-    @property
-    def cache_state(self) -> str:
-        return "hit" if self.cache_hit else ("partial" if self.shards_cached else "miss")
 
 
 @dataclass
@@ -122,3 +99,9 @@ def register_task_kind(spec: TaskKindSpec) -> TaskKindSpec:
     TASK_KINDS.add(spec.name, spec)
     return spec
 
+
+def kind_code_version(kind: TaskKindContract) -> str:
+    """Inference code version of a task kind: shared inference code + its infer module."""
+    module = sys.modules[kind.infer.__module__]
+    source = Path(str(module.__file__)).resolve().relative_to(PACKAGE_ROOT)
+    return inference_code_version(source.as_posix())

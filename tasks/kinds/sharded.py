@@ -12,9 +12,9 @@ the shard's outputs into ``folder`` and returns a ``ShardOutput``.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,18 +23,11 @@ import pandas as pd
 
 from tasks.config import EvalConfig
 from tasks.data.base import DatasetRef
-from tasks.kinds import get_task_kind
-from tasks.kinds.base import InferenceRef
 from tasks.kinds.cache import FolderCache
 from tasks.models import fingerprint_model, load_adapter
 from tasks.models.base import ADAPTERS, Adapter, ModelError, resolve_device
 from tasks.models.contracts import FAMILY_METHODS, Progress
-from tasks.tracking.fingerprint import (
-    PACKAGE_ROOT,
-    inference_code_version,
-    inference_fingerprint,
-    stable_hash,
-)
+from tasks.tracking.fingerprint import inference_fingerprint, stable_hash
 
 F = TypeVar("F")
 
@@ -61,25 +54,44 @@ def generation_settings(config: EvalConfig) -> dict[str, Any]:
                                      "seed": config.seed}
 
 
-def kind_code_version(task: str) -> str:
-    """Inference code version of a task kind: shared inference code + the kind's infer module."""
-    module = sys.modules[get_task_kind(task).infer.__module__]
-    source = Path(str(module.__file__)).resolve().relative_to(PACKAGE_ROOT)
-    return inference_code_version(source.as_posix())
+@dataclass
+class InferenceRef:
+    """What inference hands on: cached shard folders and facts about the outputs."""
+
+    fingerprint: str  # of the whole dataset's inference
+    shard_folders: list[str]
+    shards_cached: int
+    model_fingerprint: str
+    code_version: str  # of the code that shaped the outputs (part of every shard key)
+    failures: dict[int, str] = field(default_factory=dict)  # input row -> reason
+    truncated_texts: int = 0  # texts longer than the text encoder's context
+    runtime: dict[str, str] = field(default_factory=dict)  # resolved device, dtype, ...
+    pairs_path: str | None = None  # matching: the scored (image, text) pairs
+    class_names: list[str] = field(default_factory=list)  # zero-shot classification
+    class_embeddings_path: str | None = None
+
+    @property
+    def cache_hit(self) -> bool:
+        return self.shards_cached == len(self.shard_folders)
+
+    @property
+    def cache_state(self) -> str:
+        return "hit" if self.cache_hit else ("partial" if self.shards_cached else "miss")
+
 
 
 class Inference:
     """One kind's inference over one dataset: adapter, cache and shards."""
 
     def __init__(self, dataset: DatasetRef, config: EvalConfig, cache_root: Path,
-                 progress: Progress | None = None) -> None:
+                 code_version: str, progress: Progress | None = None) -> None:
         self.dataset = dataset
         self.config = config
         self.items = dataset.load_items()
         self.progress = progress
         self.workers = config.inference.num_workers
         self.cache = FolderCache(cache_root)
-        self.code_version = kind_code_version(config.task.value)
+        self.code_version = code_version
         self._adapter: Adapter | None = None
         self._model_fingerprint: str | None = None
 
@@ -111,8 +123,7 @@ class Inference:
         for start in range(0, len(rows), size):
             shard = rows.iloc[start : start + size]
             keys.append(self._key(task, stable_hash(key(shard)), settings))
-            folder, hit = self._entry(keys[-1], lambda path, s=shard: self._write(s, path,
-                                                                                 compute))
+            folder, hit = self._entry(keys[-1], partial(self._write, shard, compute))
             folders.append(folder)
             cached += hit
         return self._reference(folders, keys, cached, size)
@@ -133,7 +144,7 @@ class Inference:
             return folder, True
         return self.cache.put(key, write), False
 
-    def _write(self, shard: pd.DataFrame, folder: Path, compute: ShardCompute) -> None:
+    def _write(self, shard: pd.DataFrame, compute: ShardCompute, folder: Path) -> None:
         output = compute(shard, folder)
         meta = asdict(output) | {"failures": {str(k): v for k, v in output.failures.items()},
                                  "runtime": self._adapter.describe() if self._adapter else {}}
@@ -142,7 +153,7 @@ class Inference:
     def _reference(self, folders: list[Path], keys: list[str], cached: int,
                    size: int) -> InferenceRef:
         failures: dict[int, str] = {}
-        truncated, runtime = 0, {}
+        truncated, runtime = 0, dict[str, str]()
         for index, folder in enumerate(folders):
             meta = json.loads((folder / "meta.json").read_text())
             failures |= {index * size + int(row): reason

@@ -14,15 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from tasks.arrays import flatten_cells, l2_normalize, owners
 from tasks.metrics.base import MetricResult, register_metric
 
 W = 2.5
 DEFAULT_PREFIX = "A photo depicts "
-
-
-def _normalize(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
 
 
 def clip_scores(
@@ -33,12 +29,12 @@ def clip_scores(
     w: float = W,
 ) -> dict[str, np.ndarray]:
     """Per-sample CLIP-S and (with references) RefCLIP-S from raw embeddings."""
-    images = _normalize(np.asarray(image_embeddings, dtype=np.float64))
-    candidates = _normalize(np.asarray(candidate_embeddings, dtype=np.float64))
+    images = l2_normalize(image_embeddings, np.float64)
+    candidates = l2_normalize(candidate_embeddings, np.float64)
     clip_s = w * np.clip((images * candidates).sum(axis=1), 0, None)
     out = {"clip_score": clip_s}
     if reference_embeddings is not None and reference_owner is not None:
-        refs = _normalize(np.asarray(reference_embeddings, dtype=np.float64))
+        refs = l2_normalize(reference_embeddings, np.float64)
         sims = (refs * candidates[reference_owner]).sum(axis=1)
         best = np.full(len(candidates), -np.inf)
         np.maximum.at(best, reference_owner, sims)
@@ -61,7 +57,8 @@ def _scorer(path: str, device: str, batch_size: int) -> Any:
                  outputs={"clip_score": True, "ref_clip_score": True})
 def clip_score(inputs: Any, model: str | None = None, prefix: str = DEFAULT_PREFIX,
                device: str = "auto", batch_size: int = 64, w: float = W) -> MetricResult:
-    """CLIPScore / RefCLIPScore of captions against their images with a dual encoder."""
+    """CLIPScore / RefCLIPScore of captions against their images with a dual encoder; in an
+    evaluation ``device`` and ``batch_size`` default to the run's."""
     if not model:
         return MetricResult.skip(
             "no scorer model: set metric_options.clip_score.model to a dual_encoder checkpoint"
@@ -75,8 +72,8 @@ def clip_score(inputs: Any, model: str | None = None, prefix: str = DEFAULT_PREF
     if images.failures:
         return MetricResult.skip(f"{len(images.failures)} image(s) could not be decoded")
     candidates = scorer.encode_texts([prefix + p for p in inputs.predictions])
-    flat_refs = [r for refs in inputs.references for r in refs]
-    owner = np.repeat(np.arange(len(inputs.references)), [len(r) for r in inputs.references])
+    flat_refs = flatten_cells(inputs.references)
+    owner = owners([len(r) for r in inputs.references])
     per_sample = clip_scores(images.vectors, candidates,
                              scorer.encode_texts([prefix + r for r in flat_refs]), owner, w)
     corpus = {k: float(v.mean()) for k, v in per_sample.items()}

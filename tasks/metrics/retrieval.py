@@ -12,9 +12,11 @@ is a count of strictly better candidates, so no texts x k x images one-hot is ev
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from tasks.arrays import l2_normalize
 from tasks.metrics.base import MetricResult, register_metric
 
 DEFAULT_KS = (1, 5, 10)
@@ -47,12 +49,6 @@ class RetrievalInputs:
         for name, array in (("image", images), ("text", texts)):
             if not np.isfinite(array).all():
                 raise ValueError(f"{name} embeddings contain NaN or infinite values")
-
-
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, np.finfo(np.float32).tiny)
 
 
 def _rows_per_block(columns: int) -> int:
@@ -123,7 +119,7 @@ def retrieval_scores(inputs: RetrievalInputs, ks: tuple[int, ...] = DEFAULT_KS) 
     i2t = image_to_text_ranks(images, texts, inputs.text_to_image)
     without_text = int((i2t == 0).sum())
     corpus = summarize_ranks("i2t", i2t[i2t > 0], ks) | summarize_ranks("t2i", t2i, ks)
-    extra = {"images": len(images), "texts": len(texts)}
+    extra: dict[str, Any] = {"images": len(images), "texts": len(texts)}
     if without_text:
         extra["warnings"] = [f"{without_text} image(s) have no caption and are left out of i2t"]
     return MetricResult(corpus=corpus, per_sample={"i2t_rank": i2t, "t2i_rank": t2i}, extra=extra)

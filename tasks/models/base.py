@@ -86,7 +86,7 @@ def model_fingerprint(path: Path) -> str:
     for file in files:
         digest.update(str(file.relative_to(path)).encode() + b"\0")
         with file.open("rb") as handle:
-            for block in iter(lambda h=handle: h.read(1 << 20), b""):
+            while block := handle.read(1 << 20):
                 digest.update(block)
     return digest.hexdigest()
 

@@ -41,8 +41,8 @@ def load_processor(path: Path, options: dict[str, Any]) -> tuple[Any, Any, Any]:
 
 
 def generation_kwargs(settings: GenerationSettings, tokenizer: Any) -> dict[str, Any]:
-    kwargs = {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams,
-              "do_sample": settings.do_sample}
+    kwargs: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens,
+                              "num_beams": settings.num_beams, "do_sample": settings.do_sample}
     if settings.do_sample:
         kwargs |= {"temperature": settings.temperature, "top_p": settings.top_p}
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:

@@ -390,7 +390,7 @@ class TorchModuleAdapter(Adapter):
     def _forward(self, pixels: np.ndarray, texts: Sequence[str] | None) -> np.ndarray:
         torch = self._torch
         inputs = [torch.from_numpy(pixels).to(self.device, self.dtype or torch.float32)]
-        if self.uses_text:
+        if self.uses_text and self.tokenizer is not None and texts is not None:
             tokens = self.tokenizer(list(texts), padding=True, truncation=True,
                                     max_length=self.settings.max_length, return_tensors="pt")
             inputs += [tokens["input_ids"].to(self.device),

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from tasks.config import EvalConfig
 from tasks.config_io import flatten
-from tasks.kinds.base import InferenceRef
 from tasks.tracking import mlflow_log as ml
 from tasks.tracking.fingerprint import git_commit, git_dirty, package_versions
 
@@ -34,17 +33,16 @@ def start_tags(config: EvalConfig, code_version: str, flow_run: dict[str, str] |
     return tags | {f"prefect.flow_run_{k}": v for k, v in (flow_run or {}).items()}
 
 
-def result_tags(dataset_digest: str, inference: InferenceRef) -> dict[str, str]:
-    return {"bifocal.dataset_fingerprint": dataset_digest,
-            "bifocal.model_fingerprint": inference.model_fingerprint,
-            "bifocal.inference_fingerprint": inference.fingerprint,
-            "bifocal.inference_cache": inference.cache_state}
+def result_tags(dataset: str, model: str, inference: str, cache: str) -> dict[str, str]:
+    """Fingerprints of what was evaluated and whether inference came from the cache."""
+    return {"bifocal.dataset_fingerprint": dataset, "bifocal.model_fingerprint": model,
+            "bifocal.inference_fingerprint": inference, "bifocal.inference_cache": cache}
 
 
-def runtime_params(inference: InferenceRef) -> dict[str, str]:
+def runtime_params(runtime: dict[str, str]) -> dict[str, str]:
     """What the adapter resolved (device, dtype, torch_module normalisation statistics), as
     ``resolved.*`` params; from the shard that computed the outputs when they were cached."""
-    return {f"resolved.{k}": v for k, v in inference.runtime.items()}
+    return {f"resolved.{k}": v for k, v in runtime.items()}
 
 
 @contextmanager

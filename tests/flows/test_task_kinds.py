@@ -182,4 +182,17 @@ def test_matching_with_a_custom_fusion_model(prefect_harness, tmp_path: Path):
     table = pd.read_parquet(Path(result["report"]) / "per_sample.parquet")
     assert len(table) == 24 and table["score"].between(0, 1).all()
     assert (table["status"] == "scored").all()
-    assert evaluate(config)["inference_cache"] == "hit"
+    again = evaluate(config)
+    assert again["inference_cache"] == "hit"
+    # the dataset statistics and the resolved device/dtype are logged, also from the cache
+    from tasks.models.torch_module import compute_dataset_stats
+
+    mean, std = compute_dataset_stats(sorted({str(p) for p in table["image_path"]}), 32,
+                                      "center_crop")
+    client = MlflowClient(tracking_uri=config.tracking.tracking_uri)
+    for run_id in (result["mlflow_run_id"], again["mlflow_run_id"]):
+        params = client.get_run(run_id).data.params
+        assert params["resolved.device"] == "cpu" and params["resolved.dtype"] == "float32"
+        assert params["resolved.normalization.mean_source"] == "dataset"
+        assert json.loads(params["resolved.normalization.mean"]) == pytest.approx(mean)
+        assert json.loads(params["resolved.normalization.std"]) == pytest.approx(std)

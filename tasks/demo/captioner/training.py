@@ -110,6 +110,7 @@ def _decoder_rows(records: list[dict], tokenizer: PreTrainedTokenizerFast,
     ids = dict(zip(texts, _token_ids(tokenizer, texts), strict=True))  # a few dozen strings
     rows = []
     for i, qs in enumerate(questions):
+        pairs: list[tuple[list[int], list[int]]]
         pairs = [([], c) for c in captions[i * n_caps : (i + 1) * n_caps]]
         pairs += [(ids[q.question], ids[q.answer]) for q in qs]
         rows.append([decoder_example(prompt, target, bos, eos) for prompt, target in pairs])

@@ -16,8 +16,7 @@ import pandas as pd
 from tasks.arrays import flatten_cells, l2_normalize, owners
 from tasks.config import EvalConfig
 from tasks.io import write_parquet
-from tasks.kinds.base import InferenceRef
-from tasks.kinds.sharded import Inference, ShardOutput
+from tasks.kinds.sharded import Inference, InferenceRef, ShardOutput
 from tasks.models import load_adapter
 from tasks.models.contracts import ImageTextEncoder, PairScorer
 

@@ -1,10 +1,9 @@
 """Image-text retrieval: embed images and captions with a dual encoder, rank both ways."""
 
 from tasks.kinds.base import TaskKindSpec, register_task_kind
-from tasks.kinds.retrieval.infer import count_inputs, infer
-from tasks.kinds.retrieval.score import score
+from tasks.kinds.retrieval import infer, score
 
 register_task_kind(TaskKindSpec(
-    name="retrieval", infer=infer, score=score, inputs=count_inputs,
+    name="retrieval", infer=infer.infer, score=score.score, inputs=infer.count_inputs,
     display_columns=("i2t_rank", "best_t2i_rank"), model_kinds=("dual_encoder",),
 ))

@@ -9,8 +9,7 @@ import pandas as pd
 
 from tasks.arrays import flatten_cells
 from tasks.config import EvalConfig
-from tasks.kinds.base import InferenceRef
-from tasks.kinds.sharded import Inference, ShardOutput
+from tasks.kinds.sharded import Inference, InferenceRef, ShardOutput
 from tasks.models.contracts import ImageTextEncoder
 
 

@@ -2,10 +2,9 @@
 VQA accuracy against the human answers (the item's caption column holds the answers)."""
 
 from tasks.kinds.base import TaskKindSpec, register_task_kind
-from tasks.kinds.vqa.infer import infer
-from tasks.kinds.vqa.score import score
+from tasks.kinds.vqa import infer, score
 
 register_task_kind(TaskKindSpec(
-    name="vqa", infer=infer, score=score,
+    name="vqa", infer=infer.infer, score=score.score,
     display_columns=("question", "prediction", "vqa_accuracy"), model_kinds=("vqa",),
 ))

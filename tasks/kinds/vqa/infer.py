@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.kinds.base import InferenceRef
-from tasks.kinds.sharded import Inference, ShardOutput, generation_settings
+from tasks.kinds.sharded import Inference, InferenceRef, ShardOutput, generation_settings
 from tasks.models.contracts import VQAAnswerer
 
 

@@ -1,11 +1,10 @@
 """Zero-shot classification with a dual encoder (CLIP's prompt-ensemble recipe)."""
 
 from tasks.kinds.base import TaskKindSpec, register_task_kind
-from tasks.kinds.zero_shot.infer import infer
-from tasks.kinds.zero_shot.score import score
+from tasks.kinds.zero_shot import infer, score
 
 register_task_kind(TaskKindSpec(
-    name="zero_shot_classification", infer=infer, score=score,
+    name="zero_shot_classification", infer=infer.infer, score=score.score,
     display_columns=("label", "prediction", "correct"), model_kinds=("dual_encoder",),
     metric_task="classification",
 ))

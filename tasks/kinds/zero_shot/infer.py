@@ -10,8 +10,7 @@ import pandas as pd
 
 from tasks.arrays import l2_normalize
 from tasks.config import EvalConfig
-from tasks.kinds.base import InferenceRef
-from tasks.kinds.sharded import Inference, ShardOutput
+from tasks.kinds.sharded import Inference, InferenceRef, ShardOutput
 from tasks.models.contracts import ImageTextEncoder
 
 
