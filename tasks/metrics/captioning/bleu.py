@@ -81,7 +81,8 @@ def bleu_scores(inputs: CaptionInputs, n: int = MAX_N) -> tuple[np.ndarray, np.n
     per_sample = _bleu_from_counts(correct, guess, testlen.astype(np.float64),
                                    reflen.astype(np.float64))
     corpus = _bleu_from_counts(correct.sum(axis=0), guess.sum(axis=0),
-                               np.float64(testlen.sum()), np.float64(reflen.sum()))
+                               np.asarray(testlen.sum(), np.float64),
+                               np.asarray(reflen.sum(), np.float64))
     return corpus, per_sample
 
 
@@ -99,3 +100,20 @@ def bleu_score(inputs: CaptionInputs) -> MetricResult:
         corpus={key: float(corpus[k]) for k, key in enumerate(keys)},
         per_sample={key: per_sample[:, k] for k, key in enumerate(keys)},
     )
+
+
+def bleu_sufficient_statistics(inputs: CaptionInputs, n: int = MAX_N) -> np.ndarray:
+    """Per-sample BLEU sufficient statistics, int64 ``(samples, 2n + 2)``: clipped matches
+    ``correct_1..n``, n-gram totals ``guess_1..n``, prediction length and closest reference
+    length, from the shared n-gram tables (nothing is re-tokenised). Any corpus BLEU-m
+    (``m <= n``) is a function of their column sums (``tasks.stats.corpus.bleu_statistic``);
+    the sums over all samples give exactly ``bleu_scores(inputs)[0]``."""
+    if not 1 <= n <= MAX_N:
+        raise ValueError(f"BLEU order must be between 1 and {MAX_N}, got {n}")
+    require_samples(inputs, "BLEU")
+    tables = inputs.ngrams()
+    correct = np.stack([clipped_matches(tables.orders[k], len(inputs)) for k in range(n)], axis=1)
+    testlen = tables.pred_length
+    guess = np.maximum(0, testlen[:, None] - np.arange(n)[None, :])
+    reflen = closest_ref_lengths(tables)
+    return np.column_stack([correct, guess, testlen, reflen]).astype(np.int64)
