@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/retrieval_scoring.py
 	$(BIN)/python benchmarks/flow_overhead.py
 	$(BIN)/python benchmarks/caption_metrics.py
+	$(BIN)/python benchmarks/bootstrap.py
 
 clean:
 	rm -rf .bifocal reports mlflow.db mlartifacts
