@@ -236,6 +236,30 @@ class InferenceConfig(_Strict):
     num_workers: int = Field(2, ge=0, le=64, description="Threads decoding images ahead.")
 
 
+class StatisticsConfig(_Strict):
+    bootstrap: int = Field(
+        1000, ge=0, le=100_000, description="Bootstrap resamples for the confidence interval "
+        "of every metric (0 = no intervals).")
+    level: float = Field(0.95, gt=0, lt=1, description="Two-sided confidence level.")
+    method: Literal["percentile", "bca"] = Field(
+        "percentile", description="Interval method: percentile, or BCa (bias-corrected and "
+        "accelerated; falls back to percentile where it cannot be computed).")
+    seed: int = Field(0, description="Seed of the resampling stream (same seed: same interval).")
+
+
+class SlicesConfig(_Strict):
+    columns: list[str] = Field(
+        default_factory=list, description="Metadata columns to slice by: every metric with its "
+        "interval for each value (empty = no slices).")
+    min_size: int = Field(30, ge=1, description="Slices with fewer rows are listed as too "
+                          "small instead of scored.")
+    combinations: bool = Field(False, description="Also slice by every pair of the columns' "
+                               "values.")
+    permutations: int = Field(
+        2000, ge=0, le=100_000, description="Permutations of the slice-vs-rest test of the "
+        "headline metric (0 = no test).")
+
+
 class ReviewConfig(_Strict):
     strategy: Literal["worst_and_random", "worst", "random"] = Field(
         "worst_and_random", description="How items are picked for human review."
@@ -267,6 +291,10 @@ class TrackingConfig(_Strict):
         None, description="MLflow tracking URI; default: sqlite:///mlflow.db in the working dir."
     )
     run_name: str | None = Field(None, description="MLflow run name (default: model@dataset).")
+    parent_run_id: str | None = Field(
+        None, description="Set by suites: the MLflow run this evaluation is nested under (the "
+        "child run gets the MLflow tag mlflow.parentRunId)."
+    )
 
 
 class EvalConfig(_Strict):
@@ -290,6 +318,10 @@ class EvalConfig(_Strict):
         default_factory=VQAConfig, description="VQA columns; dataset.columns.captions names the "
         "human answers column."
     )
+    statistics: StatisticsConfig = Field(
+        default_factory=StatisticsConfig, description="Bootstrap confidence intervals.")
+    slices: SlicesConfig = Field(
+        default_factory=SlicesConfig, description="Per-slice metrics (the fairness view).")
     review: ReviewConfig = Field(default_factory=ReviewConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
