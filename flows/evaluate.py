@@ -12,10 +12,20 @@ from prefect.artifacts import create_markdown_artifact
 
 from tasks.config import EvalConfig
 from tasks.data.base import DataError
+from tasks.gate import GateFailed
 from tasks.kinds import kind_code_version
 from tasks.plan import check_config
 from tasks.report.summary import build_report, summary_markdown
-from tasks.steps import export_report, load_data, run_inference, sample_review, score, track_results
+from tasks.steps import (
+    export_report,
+    gate_step,
+    load_data,
+    run_inference,
+    sample_review,
+    score,
+    slice_metrics_step,
+    track_results,
+)
 from tasks.tracking import mlflow_log as ml
 from tasks.tracking.run import default_run_name, runtime_params, start_tags, tracked_run
 
@@ -52,20 +62,23 @@ def run_stages(config: EvalConfig, uri: str, run_id: str, run_name: str) -> dict
                                                          work / "cache" / "inference"))
     ml.log_params(uri, run_id, runtime_params(inference.runtime))
     scores = timed("score", lambda: score(dataset, inference, config, run_dir))
+    slices = timed("slices", lambda: slice_metrics_step(dataset, scores, config, run_dir))
     review_csv = timed("review", lambda: sample_review(scores, config, run_dir))
     run = {"run_name": run_name, "mlflow_run_id": run_id, "mlflow_tracking_uri": uri}
-    report = build_report(config, run, dataset, inference, scores, timed.timings)
+    report = build_report(config, run, dataset, inference, scores, slices, timed.timings)
     report_uri = timed("report", lambda: export_report(config, report, dataset, scores,
-                                                       review_csv, run_dir))
-    timed("tracking", lambda: track_results(uri, run_id, dataset, inference, scores,
+                                                       slices, review_csv, run_dir))
+    timed("tracking", lambda: track_results(uri, run_id, dataset, inference, scores, slices,
                                             run_dir / "report"))
     # report.json is written before its own export is timed: all stages go onto the run
     ml.log_metrics(uri, run_id, {f"time_{stage}_s": t for stage, t in timed.timings.items()})
     create_markdown_artifact(summary_markdown(report, ml.run_link(uri, run_id), report_uri),
                              key="bifocal-evaluation", description="Evaluation summary")
+    gate = gate_step(config, uri, run_id) if config.gate is not None else None
     return {"mlflow_run_id": run_id, "run_name": run_name, "tracking_uri": uri,
             "metrics": scores.metrics, "counts": report["counts"], "report": report_uri,
-            "inference_cache": report["inference_cache"], "warnings": scores.warnings}
+            "inference_cache": report["inference_cache"], "warnings": report["warnings"],
+            "gate": gate}
 
 
 def flow_run_ids() -> dict[str, str]:
@@ -81,4 +94,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     run_name = default_run_name(config)
     tags = start_tags(config, kind_code_version(kind), flow_run_ids())
     with tracked_run(uri, config, run_name, tags) as run_id:
-        return run_stages(config, uri, run_id, run_name)
+        result = run_stages(config, uri, run_id, run_name)
+    # a failed gate fails the flow run; the evaluation's MLflow run stays FINISHED
+    if result["gate"] is not None and result["gate"]["status"] == "failed":
+        raise GateFailed(result["gate"]["message"], result)
+    return result

@@ -260,6 +260,47 @@ class SlicesConfig(_Strict):
         "headline metric (0 = no test).")
 
 
+class GateRule(_Strict):
+    metric: str = Field(..., min_length=1, description="Metric key of report.json, e.g. "
+                        "i2t_recall_at_1 (direction from the run's higher_is_better).")
+    max_drop: float = Field(0.0, ge=0, description="Largest allowed drop in the metric's units "
+                            "(absolute; a drop is a decrease, or an increase of a rank).")
+    max_relative_drop: float | None = Field(
+        None, ge=0, description="Largest allowed drop as a fraction of the baseline value (0.02 "
+        "= 2%); with max_drop, the larger allowance applies.")
+    alpha: float = Field(0.05, gt=0, lt=1, description="The rule fails only when the drop is "
+                         "significant: Holm-adjusted p-value (over the gate's rules) < alpha.")
+
+
+class GateConfig(_Strict):
+    baseline: str = Field(
+        ..., min_length=1, description="What the run is compared with: an MLflow run id; "
+        "experiment:NAME (the best finished run on the same dataset by the first rule's metric, "
+        "narrowed by filter); or models:/NAME@ALIAS (the run of that registered model version). "
+        "When the experiment has no such run or the alias is not set yet, the gate passes.")
+    filter: str | None = Field(
+        None, description="MLflow search filter for experiment:NAME baselines, e.g. "
+        "tags.bifocal.task = 'retrieval'.")
+    rules: list[GateRule] = Field(
+        default_factory=list, description="Regression rules; a rule fails when its metric drops "
+        "by more than allowed and the drop is significant. Empty: the task's headline metric "
+        "with max_drop 0.")
+
+
+class PromoteConfig(_Strict):
+    model_name: str = Field(..., min_length=1, description="Registered model that receives a "
+                            "new version (created if missing) when the gate passes.")
+    alias: str = Field("champion", pattern=r"^[A-Za-z0-9_\-]+$", description="Alias moved "
+                       "to the new version on a pass; it never moves on a fail.")
+
+    @field_validator("alias")
+    @classmethod
+    def _alias_allowed(cls, value: str) -> str:
+        if value.lower() == "latest" or re.fullmatch(r"[vV]\d+", value):
+            raise ValueError("MLflow reserves 'latest' and 'v<number>' aliases")
+        return value
+
+
 class ReviewConfig(_Strict):
     strategy: Literal["worst_and_random", "worst", "random"] = Field(
         "worst_and_random", description="How items are picked for human review."
@@ -322,6 +363,12 @@ class EvalConfig(_Strict):
         default_factory=StatisticsConfig, description="Bootstrap confidence intervals.")
     slices: SlicesConfig = Field(
         default_factory=SlicesConfig, description="Per-slice metrics (the fairness view).")
+    gate: GateConfig | None = Field(
+        None, description="Regression gate after the evaluation: compare with a baseline run; "
+        "the flow fails when a rule fails (the MLflow run stays FINISHED, tag bifocal.gate).")
+    promote: PromoteConfig | None = Field(
+        None, description="On a passed gate (needs gate), register the evaluated model as a new "
+        "version of a registered model and move an alias to it.")
     review: ReviewConfig = Field(default_factory=ReviewConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)

@@ -167,3 +167,25 @@ def classification_inputs(predictions_path: str, labels_path: str,
                                   predictions=[str(predictions[i]) for i in ids],
                                   class_names=class_names)
     return ScoringInputs(inputs, ids, skipped)
+
+
+def statistics_table(inputs: Any, per_sample: dict[str, Any]) -> Any:
+    """The per-sample table that metric estimates read (``tasks.stats.estimates``): the
+    metrics' per-sample arrays plus the inputs' per-sample fields (labels, predictions, VQA
+    types); for retrieval, one row per image with its captions' ranks as a list."""
+    import numpy as np
+    import pandas as pd
+
+    from tasks.metrics.retrieval import RetrievalInputs
+
+    columns = dict(per_sample)
+    if isinstance(inputs, RetrievalInputs):
+        t2i = columns.pop("t2i_rank")
+        owner = np.asarray(inputs.text_to_image)
+        columns["t2i_ranks"] = [t2i[owner == i].tolist() for i in range(len(columns["i2t_rank"]))]
+    for field, column in (("labels", "label"), ("predictions", "prediction"),
+                          ("question_types", "question_type"), ("answer_types", "answer_type")):
+        values = getattr(inputs, field, None)
+        if values is not None and column not in columns and not isinstance(inputs, str):
+            columns[column] = list(values)
+    return pd.DataFrame(columns)

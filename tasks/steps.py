@@ -15,11 +15,21 @@ from prefect.cache_policies import NO_CACHE
 from tasks.config import EvalConfig
 from tasks.data import load_dataset
 from tasks.data.base import DatasetRef, save_dataset
+from tasks.io import write_parquet
 from tasks.kinds import InferenceRef, Scores, get_task_kind, kind_code_version
+from tasks.kinds.scoring import bootstrap_settings
 from tasks.kinds.sharded import Inference
 from tasks.report.build import write_report
 from tasks.report.summary import examples
 from tasks.review.sampling import select_for_review, write_review_csv
+from tasks.slicing import (
+    Slices,
+    gaps,
+    slice_metrics,
+    slice_scores,
+    slices_frame,
+    to_json,
+)
 from tasks.tracking import mlflow_log as ml
 from tasks.tracking.run import result_tags
 from tasks.tracking.storage import publish_folder
@@ -61,6 +71,22 @@ def score(
     return kind.score(dataset, inference, config, run_dir / "scores")
 
 
+@task(name="slices", **STAGE)
+def slice_metrics_step(dataset: DatasetRef, scores: Scores, config: EvalConfig,
+                       run_dir: Path) -> Slices | None:
+    """Every metric with its interval per value of the configured metadata columns."""
+    if not config.slices.columns:
+        return None
+    headline = get_task_kind(config.task.value).headline
+    results, warnings = slice_scores(
+        pd.read_parquet(scores.per_sample_path), dataset.load_items(), scores.estimates,
+        headline, config.slices, bootstrap_settings(config))
+    path = run_dir / "scores" / "slices.parquet"
+    write_parquet(slices_frame(results, headline), path)
+    return Slices(str(path), to_json(results), gaps(results), slice_metrics(results, headline),
+                  warnings)
+
+
 @task(name="sample-review", **STAGE)
 def sample_review(scores: Scores, config: EvalConfig, run_dir: Path) -> Path:
     """Seeded review sample (worst + random) as a CSV for human reviewers."""
@@ -72,24 +98,28 @@ def sample_review(scores: Scores, config: EvalConfig, run_dir: Path) -> Path:
 
 @task(name="export-report", **HEALING, **STAGE)
 def export_report(config: EvalConfig, report: dict[str, Any], dataset: DatasetRef,
-                  scores: Scores, review_csv: Path, run_dir: Path) -> str:
+                  scores: Scores, slices: Slices | None, review_csv: Path, run_dir: Path) -> str:
     """Write report.json / per-sample tables / report.html and publish them to the destination."""
     per_sample = pd.read_parquet(scores.per_sample_path)
     folder = run_dir / "report"
+    files = scores.files | ({"slices.parquet": slices.table_path} if slices else {})
     write_report(folder, report, per_sample, scores.extra_tables, review_csv,
                  dataset.load_rejects(), config.report.formats,
                  examples(per_sample, review_csv, config.report.examples),
-                 list(get_task_kind(config.task.value).display_columns), scores.files)
+                 list(get_task_kind(config.task.value).display_columns), files)
     name = re.sub(r"[^\w.\-@]+", "_", report["run_name"]) + "-" + report["mlflow_run_id"][:8]
     return publish_folder(folder, f"{config.report.destination.rstrip('/')}/{name}")
 
 
 @task(name="track-results", **HEALING, **STAGE)
 def track_results(uri: str, run_id: str, dataset: DatasetRef, inference: InferenceRef,
-                  scores: Scores, report_dir: Path) -> None:
-    """Metrics, fingerprints, dataset input, per-sample table and report artifacts on the run."""
+                  scores: Scores, slices: Slices | None, report_dir: Path) -> None:
+    """Metrics, fingerprints, dataset input, per-sample and slice tables and report artifacts
+    on the run."""
     items = dataset.load_items()
-    ml.log_metrics(uri, run_id, scores.metrics)
+    ml.log_metrics(uri, run_id, scores.metrics | (slices.metrics if slices else {}))
+    if slices is not None:
+        ml.log_table(uri, run_id, pd.read_parquet(slices.table_path), "slices.json")
     ml.set_tags(uri, run_id, result_tags(dataset.digest, inference.model_fingerprint,
                                          inference.fingerprint, inference.cache_state))
     ml.log_dataset(uri, run_id, items.drop(columns=["image_path"]),
@@ -98,3 +128,17 @@ def track_results(uri: str, run_id: str, dataset: DatasetRef, inference: Inferen
     per_sample = pd.read_parquet(scores.per_sample_path).drop(columns=["image_path"])
     ml.log_table(uri, run_id, per_sample, "per_sample.json")
     ml.log_artifacts(uri, run_id, report_dir, artifact_path="report")
+
+
+@task(name="gate", **STAGE)
+def gate_step(config: EvalConfig, uri: str, run_id: str) -> dict[str, Any]:
+    """Compare the finished run with the gate's baseline, record the decision on the run
+    (gate.json, tag bifocal.gate) and promote on a pass; the caller raises on a fail."""
+    from prefect import get_run_logger
+
+    from tasks.gate import run_gate
+
+    result = run_gate(config, uri, run_id)
+    logger = get_run_logger()
+    (logger.info if result.passed else logger.error)("%s", result.message())
+    return result.to_json()

@@ -19,6 +19,7 @@ import pandas as pd
 
 from tasks.kinds.sharded import Inference, InferenceRef
 from tasks.registry import Registry
+from tasks.stats.estimates import Estimate
 from tasks.tracking.fingerprint import PACKAGE_ROOT, inference_code_version
 
 if TYPE_CHECKING:
@@ -40,6 +41,9 @@ class Scores:
     skipped: dict[str, str] = field(default_factory=dict)  # metric -> reason
     warnings: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    # metric key -> how it is recomputed from per_sample_path's columns (slices, comparisons)
+    estimates: dict[str, Estimate] = field(default_factory=dict)
+    row_key: str = "item_id"  # the per-sample table's row id (pair_id for pair-scoring kinds)
 
 
 class InferFn(Protocol):
@@ -63,6 +67,8 @@ class TaskKindContract(Protocol):
     @property
     def display_columns(self) -> tuple[str, ...]: ...  # per-sample columns worth showing
     @property
+    def headline(self) -> str: ...  # the metric slices and default gates look at first
+    @property
     def infer(self) -> InferFn: ...
     @property
     def score(self) -> ScoreFn: ...
@@ -80,6 +86,7 @@ class TaskKindSpec:
     infer: InferFn
     score: ScoreFn
     display_columns: tuple[str, ...] = ()
+    headline: str = ""
     model_kinds: tuple[str, ...] = ()
     metric_task: str = ""  # default: the kind's name
     # how many model inputs an item table holds, given the config (for the progress bar)

@@ -12,6 +12,8 @@ import pandas as pd
 from tasks.config import EvalConfig
 from tasks.io import write_parquet
 from tasks.metrics.runner import MetricRun, run_metrics
+from tasks.stats.bootstrap import BootstrapSettings
+from tasks.stats.estimates import interval_metrics
 
 
 def score_metrics(task: str, inputs: Any, config: EvalConfig) -> MetricRun:
@@ -19,6 +21,24 @@ def score_metrics(task: str, inputs: Any, config: EvalConfig) -> MetricRun:
     similarity) get the run's device and batch size unless their options set them."""
     defaults = {"device": config.model.device, "batch_size": config.model.batch_size}
     return run_metrics(task, config.metrics, inputs, config.metric_options, defaults)
+
+
+def bootstrap_settings(config: EvalConfig) -> BootstrapSettings:
+    statistics = config.statistics
+    return BootstrapSettings(statistics.bootstrap, statistics.level, statistics.method,
+                             statistics.seed)
+
+
+def with_intervals(run: MetricRun, table: pd.DataFrame, config: EvalConfig) -> dict[str, float]:
+    """The run's metrics plus the bootstrap interval of each, over the table's scored rows;
+    metrics whose interval is undefined (fewer than two rows) are named in a warning."""
+    scored = table[table["status"] == "scored"] if "status" in table.columns else table
+    settings = bootstrap_settings(config)
+    intervals = interval_metrics(scored, run.estimates, settings)
+    undefined = [k for k in run.estimates if f"{k}_ci_low" not in intervals]
+    if undefined and settings.resamples:
+        run.warnings.append(f"no confidence interval (fewer than 2 rows) for {undefined}")
+    return run.metrics | intervals
 
 
 def ok_mask(count: int, failures: dict[int, str]) -> np.ndarray:

@@ -2,7 +2,10 @@
 
 A metric function takes the task's inputs object (e.g. ``RetrievalInputs``, ``CaptionInputs``)
 plus keyword options and returns a ``MetricResult``: corpus values, per-sample arrays aligned
-with the inputs' sample order, and a skip reason when it cannot run here (e.g. no Java).
+with the inputs' sample order, a skip reason when it cannot run here (e.g. no Java), and for
+each corpus value an ``Estimate`` saying how it is recomputed from per-sample columns (its own
+per-sample arrays, or the per-item table's columns such as ``label`` / ``prediction``), which
+gives every metric its bootstrap interval, its slices and its paired comparisons.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from tasks.registry import Registry
+from tasks.stats.estimates import Estimate
 
 
 def safe_key_part(name: str) -> str:
@@ -32,6 +36,8 @@ class MetricResult:
     per_sample: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: str | None = None  # reason, when the metric could not be computed
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. warnings, confusion matrix
+    # corpus key -> how it is recomputed from per-sample columns (intervals, slices, comparisons)
+    estimates: dict[str, Estimate] = field(default_factory=dict)
 
     @classmethod
     def skip(cls, reason: str) -> MetricResult:

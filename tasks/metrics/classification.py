@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from tasks.metrics.base import MetricResult, register_metric, safe_key_part
+from tasks.stats.estimates import Estimate, mean
 
 TOP_K = 5
 
@@ -209,4 +210,24 @@ def classification(inputs: ClassificationInputs) -> MetricResult:
     }
     if notes:
         extra["notes"] = notes
-    return MetricResult(corpus=corpus, per_sample=per_sample, extra=extra)
+    return MetricResult(corpus=corpus, per_sample=per_sample, extra=extra,
+                        estimates=classification_estimates(corpus, classes))
+
+
+def classification_estimates(corpus: dict[str, float], classes: list[str]
+                             ) -> dict[str, Estimate]:
+    """Accuracies are means of hits; precision / recall / F1 come from the per-item
+    ``label`` / ``prediction`` columns; a class's recall is the accuracy on its items."""
+
+    def confusion(measure: str, average: str) -> Estimate:
+        return Estimate("confusion", ("label", "prediction"),
+                        {"classes": classes, "measure": measure, "average": average})
+
+    estimates = {"accuracy": mean("correct"), "top5_accuracy": mean("top5_correct")}
+    for key in corpus:
+        average, _, measure = key.partition("_")
+        if average in ("macro", "weighted") and measure in ("f1", "precision", "recall"):
+            estimates[key] = confusion(measure, average)
+    for name in classes:
+        estimates[f"recall.{safe_key_part(name)}"] = mean("correct", where=("label", name))
+    return {k: v for k, v in estimates.items() if k in corpus}

@@ -16,6 +16,7 @@ import numpy as np
 
 from tasks.arrays import flatten_cells, l2_normalize, owners
 from tasks.metrics.base import MetricResult, register_metric
+from tasks.stats.estimates import mean
 
 W = 2.5
 DEFAULT_PREFIX = "A photo depicts "
@@ -77,4 +78,5 @@ def clip_score(inputs: Any, model: str | None = None, prefix: str = DEFAULT_PREF
     per_sample = clip_scores(images.vectors, candidates,
                              scorer.encode_texts([prefix + r for r in flat_refs]), owner, w)
     corpus = {k: float(v.mean()) for k, v in per_sample.items()}
-    return MetricResult(corpus=corpus, per_sample=per_sample)
+    return MetricResult(corpus=corpus, per_sample=per_sample,
+                        estimates={key: mean(key) for key in per_sample})

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tasks.metrics.base import MetricResult, register_metric
+from tasks.stats.estimates import Estimate, mean
 
 
 @dataclass
@@ -79,4 +80,19 @@ def matching(inputs: MatchingInputs) -> MetricResult:
     return MetricResult(corpus=corpus,
                         per_sample={"correct": (predicted == labels).astype(np.float64),
                                     "predicted_match": predicted.astype(np.float64)},
-                        extra={"warnings": warnings})
+                        extra={"warnings": warnings}, estimates=MATCHING_ESTIMATES)
+
+
+def _binary(measure: str) -> Estimate:
+    return Estimate("confusion", ("label", "predicted_match"),
+                    {"classes": ["0", "1"], "measure": measure, "average": "binary",
+                     "positive": 1})
+
+
+# The threshold is chosen once (on the calibration share) and held fixed when resampling; the
+# per-pair table holds the model's ``score`` and the 0/1 ``label``.
+MATCHING_ESTIMATES = {
+    "accuracy": mean("correct"), "precision": _binary("precision"),
+    "recall": _binary("recall"), "f1": _binary("f1"),
+    "auroc": Estimate("auroc", ("score", "label")),
+}

@@ -18,6 +18,7 @@ import numpy as np
 
 from tasks.arrays import l2_normalize
 from tasks.metrics.base import MetricResult, register_metric
+from tasks.stats.estimates import Estimate, mean
 
 DEFAULT_KS = (1, 5, 10)
 # Target size of one similarity block in bytes (float32); bounds peak memory.
@@ -122,7 +123,41 @@ def retrieval_scores(inputs: RetrievalInputs, ks: tuple[int, ...] = DEFAULT_KS) 
     extra: dict[str, Any] = {"images": len(images), "texts": len(texts)}
     if without_text:
         extra["warnings"] = [f"{without_text} image(s) have no caption and are left out of i2t"]
-    return MetricResult(corpus=corpus, per_sample={"i2t_rank": i2t, "t2i_rank": t2i}, extra=extra)
+    per_image = image_statistics(i2t, t2i, inputs.text_to_image, ks)
+    return MetricResult(corpus=corpus, per_sample={"i2t_rank": i2t, "t2i_rank": t2i} | per_image,
+                        extra=extra, estimates=retrieval_estimates(ks))
+
+
+def image_statistics(i2t: np.ndarray, t2i: np.ndarray, text_to_image: np.ndarray,
+                     ks: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Per-image columns from which every retrieval metric is recomputed with images as the
+    unit: i2t hits and rank (NaN for an image without captions), and per image the number of its
+    captions, of those ranked in the top k, and the sum of their ranks."""
+    n = len(i2t)
+    has_text = i2t > 0
+    out = {f"i2t_hit_at_{k}": np.where(has_text, (i2t <= k) & has_text, np.nan) for k in ks}
+    out["i2t_best_rank"] = np.where(has_text, i2t, np.nan)
+    out["texts"] = np.bincount(text_to_image, minlength=n).astype(np.float64)
+    out |= {f"t2i_hits_at_{k}": np.bincount(text_to_image, weights=(t2i <= k), minlength=n)
+            for k in ks}
+    out["t2i_rank_sum"] = np.bincount(text_to_image, weights=t2i, minlength=n)
+    return {key: np.asarray(value, dtype=np.float64) for key, value in out.items()}
+
+
+def retrieval_estimates(ks: tuple[int, ...]) -> dict[str, Estimate]:
+    """Images are the unit of resampling in both directions: text-to-image values are ratios
+    over an image's captions, so the captions of one image are never treated as independent.
+    The t2i median rank needs the per-image list column ``t2i_ranks``."""
+    estimates: dict[str, Estimate] = {}
+    for k in ks:
+        estimates[f"i2t_recall_at_{k}"] = mean(f"i2t_hit_at_{k}")
+        estimates[f"t2i_recall_at_{k}"] = Estimate("ratio", (f"t2i_hits_at_{k}", "texts"))
+    return estimates | {
+        "i2t_mean_rank": mean("i2t_best_rank"),
+        "i2t_median_rank": Estimate("median", ("i2t_best_rank",)),
+        "t2i_mean_rank": Estimate("ratio", ("t2i_rank_sum", "texts")),
+        "t2i_median_rank": Estimate("pooled_median", ("t2i_ranks",)),
+    }
 
 
 def _outputs(ks: tuple[int, ...]) -> dict[str, bool]:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from tasks.metrics.base import MetricSpec, get_metric, metrics_for_task
+from tasks.stats.estimates import Estimate
 
 
 @dataclass
@@ -20,6 +21,7 @@ class MetricRun:
     skipped: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    estimates: dict[str, Estimate] = field(default_factory=dict)
 
 
 def run_metrics(task: str, names: list[str], inputs: Any,
@@ -43,6 +45,7 @@ def run_metrics(task: str, names: list[str], inputs: Any,
         run.higher_is_better |= {k: spec.outputs.get(k, not k.endswith("_rank"))
                                  for k in result.corpus}
         run.per_sample |= result.per_sample
+        run.estimates |= {k: v for k, v in result.estimates.items() if k in result.corpus}
         run.warnings += [f"{spec.name}: {w}" for w in result.extra.get("warnings", [])]
         run.extra[spec.name] = {k: v for k, v in result.extra.items() if k != "warnings"}
     return run

@@ -13,6 +13,7 @@ import numpy as np
 from tasks.arrays import flatten_cells, owners
 from tasks.metrics.base import MetricResult, register_metric
 from tasks.models.base import resolve_device
+from tasks.stats.estimates import mean
 
 
 def default_model_path() -> str | None:
@@ -64,4 +65,5 @@ def semantic_similarity(inputs: Any, model: str | None = None, batch_size: int =
     best = np.full(len(predictions), -np.inf)
     np.maximum.at(best, owner, sims)
     return MetricResult(corpus={"semantic_similarity": float(best.mean())},
-                        per_sample={"semantic_similarity": best})
+                        per_sample={"semantic_similarity": best},
+                        estimates={"semantic_similarity": mean("semantic_similarity")})

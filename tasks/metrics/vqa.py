@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tasks.metrics.base import MetricResult, register_metric, safe_key_part
+from tasks.stats.estimates import mean
 
 # --- normalisation tables of the official script (master), same content, reformatted ---
 
@@ -203,6 +204,7 @@ def vqa_accuracy(inputs: VQAInputs) -> MetricResult:
         dtype=np.float64,
     )
     corpus = {"vqa_accuracy": float(sum(acc.tolist())) / len(acc)}
+    estimates = {"vqa_accuracy": mean("vqa_accuracy")}
     extra: dict[str, object] = {}
     for label, types in (
         ("answer_type", inputs.answer_types),
@@ -212,7 +214,11 @@ def vqa_accuracy(inputs: VQAInputs) -> MetricResult:
             values, info = _per_type(f"vqa_accuracy.{label}", types, acc)
             corpus.update(values)
             extra[f"{label}s"] = info
+            # the per-item table holds the types in a "question_type" / "answer_type" column
+            estimates |= {key: mean("vqa_accuracy", where=(label, str(entry["type"])))
+                          for key, entry in info.items()}
     single = sum(len(a) < 2 for a in inputs.answers)
     if single:
         extra["warnings"] = [f"{single} question(s) have a single answer: accuracy is always 0"]
-    return MetricResult(corpus=corpus, per_sample={"vqa_accuracy": acc}, extra=extra)
+    return MetricResult(corpus=corpus, per_sample={"vqa_accuracy": acc}, extra=extra,
+                        estimates=estimates)

@@ -10,13 +10,16 @@ import pandas as pd
 
 from tasks.config import EvalConfig
 from tasks.data.base import DatasetRef
+from tasks.kinds import get_task_kind
 from tasks.kinds.base import InferenceRef, Scores
+from tasks.slicing import Slices
+from tasks.stats.estimates import is_interval_key
 
 
 def build_report(config: EvalConfig, run: dict[str, str], dataset: DatasetRef,
-                 inference: InferenceRef, scores: Scores, timings: dict[str, float]
-                 ) -> dict[str, Any]:
-    return {
+                 inference: InferenceRef, scores: Scores, slices: Slices | None,
+                 timings: dict[str, float]) -> dict[str, Any]:
+    report = {
         "task": config.task.value, **run, "config": config.model_dump(mode="json"),
         "fingerprints": {"dataset": dataset.digest, "model": inference.model_fingerprint,
                          "inference": inference.fingerprint, "code": inference.code_version},
@@ -24,9 +27,30 @@ def build_report(config: EvalConfig, run: dict[str, str], dataset: DatasetRef,
         "counts": {"rows_in": dataset.rows_in, "items": dataset.items,
                    "rejected": dataset.rejected, **scores.counts},
         "metrics": scores.metrics, "higher_is_better": scores.higher_is_better,
+        "statistics": config.statistics.model_dump(mode="json"),
+        "estimates": {key: estimate.to_json() for key, estimate in scores.estimates.items()},
+        "row_key": scores.row_key, "headline": get_task_kind(config.task.value).headline,
         "skipped": scores.skipped, "warnings": scores.warnings, "timings_s": timings,
         "rejects_by_reason": reject_summary(dataset),
     }
+    if slices is not None:
+        report["slices"] = {"settings": config.slices.model_dump(mode="json"),
+                            "results": slices.results, "gaps": slices.gaps}
+        report["warnings"] = scores.warnings + slices.warnings
+    return report
+
+
+def metric_rows(metrics: dict[str, float]) -> list[tuple[str, str]]:
+    """(metric, "value [low, high]") for display; interval keys fold into their metric."""
+    rows = []
+    for key, value in metrics.items():
+        if is_interval_key(key):
+            continue
+        low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+        text = f"{value:.4f}" + (f" [{low:.4f}, {high:.4f}]" if low is not None
+                                 and high is not None else "")
+        rows.append((key, text))
+    return rows
 
 
 def reject_summary(dataset: DatasetRef) -> dict[str, int]:
@@ -55,8 +79,8 @@ def examples(per_sample: pd.DataFrame, review_csv: Path, count: int) -> pd.DataF
 def summary_markdown(report: dict[str, Any], link: str, report_uri: str) -> str:
     lines = [f"# {report['task']} · {report['run_name']}", "",
              f"MLflow run `{report['mlflow_run_id']}`: {link}", "",
-             f"Report: `{report_uri}`", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.4f} |" for k, v in report["metrics"].items()]
+             f"Report: `{report_uri}`", "", "| metric | value [CI] |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in metric_rows(report["metrics"])]
     counts = ", ".join(f"{k}: {v}" for k, v in report["counts"].items())
     lines += ["", f"Counts: {counts}"]
     lines += [f"> **warning:** {w}" for w in report["warnings"]]

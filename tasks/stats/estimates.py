@@ -14,6 +14,8 @@ Statistics (the unit of resampling is always the table's row: an item, or a pair
   images as the unit (hits among an image's captions / its captions), so the captions of one
   image are never treated as independent;
 * ``bleu`` (2N + 2 sufficient-statistic columns; option ``order``): coco-caption's corpus BLEU;
+* ``meteor`` (the 24 ``meteor.stat.*`` columns, no options): METEOR 1.5's corpus score, the
+  jar's aggregate over the summed per-sample statistics (``tasks.stats.corpus.meteor_statistic``);
 * ``confusion`` (label, prediction; options ``classes``, ``measure`` accuracy / precision /
   recall / f1, ``average`` macro / weighted / binary, ``positive``): scikit-learn's values with
   ``zero_division=0``;
@@ -38,8 +40,8 @@ from tasks.stats.bootstrap import (
     bootstrap_indices,
     bootstrap_mean,
 )
-from tasks.stats.corpus import bleu_statistic, confusion_contributions
-from tasks.stats.rank import auroc, bootstrap_auroc, bootstrap_median
+from tasks.stats.corpus import bleu_statistic, confusion_contributions, meteor_statistic
+from tasks.stats.rank import bootstrap_auroc, bootstrap_median
 from tasks.stats.resampling import SumsStatistic
 
 
@@ -114,19 +116,28 @@ def sums_input(estimate: Estimate, rows: pd.DataFrame) -> tuple[Any, SumsStatist
     if estimate.statistic == "bleu":
         return rows[list(estimate.columns)].to_numpy(np.float64), \
             bleu_statistic(int(options.get("order", 4)))
+    if estimate.statistic == "meteor":
+        return rows[list(estimate.columns)].to_numpy(np.float64), meteor_statistic()
     if estimate.statistic == "confusion":
         classes = [str(c) for c in options["classes"]]
-        code = {name: i for i, name in enumerate(classes)}
         label, predicted = estimate.columns
-        stats = confusion_contributions(rows[label].astype(str).map(code),
-                                        rows[predicted].astype(str).map(code), len(classes))
+        stats = confusion_contributions(class_codes(rows[label], classes),
+                                        class_codes(rows[predicted], classes), len(classes))
         return stats, confusion_statistic(options.get("measure", "f1"),
                                           options.get("average", "macro"),
                                           int(options.get("positive", 1)))
     raise ValueError(f"{estimate.statistic!r} is not a sums statistic")
 
 
-SUMS_STATISTICS = {"ratio", "bleu", "confusion"}
+SUMS_STATISTICS = {"ratio", "bleu", "meteor", "confusion"}
+
+
+def class_codes(values: pd.Series, classes: list[str]) -> np.ndarray:
+    """Class index of every value; whole floats read as integers (1.0 is class "1")."""
+    code = {name: i for i, name in enumerate(classes)}
+    if values.dtype.kind == "f":
+        values = values.astype(np.int64)
+    return values.astype(str).map(code).to_numpy(np.int64)
 
 
 # ---- index statistics -----------------------------------------------------------------------
@@ -176,6 +187,19 @@ def _interval(estimate: Estimate, rows: pd.DataFrame, settings: BootstrapSetting
     raise ValueError(f"unknown statistic {name!r}")
 
 
-def check_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """AUROC of the full rows (used by tests against scikit-learn)."""
-    return auroc(scores, labels)
+def interval_metrics(table: pd.DataFrame, estimates: dict[str, Estimate],
+                     settings: BootstrapSettings) -> dict[str, float]:
+    """``<key>_ci_low`` / ``<key>_ci_high`` of every estimate over ``table``'s rows (none when
+    resampling is off or the interval is undefined, e.g. fewer than two rows)."""
+    out: dict[str, float] = {}
+    if settings.resamples == 0:
+        return out
+    for key, estimate in estimates.items():
+        bounds = interval(estimate, table, settings)
+        if np.isfinite(bounds.low) and np.isfinite(bounds.high):
+            out[f"{key}_ci_low"], out[f"{key}_ci_high"] = bounds.low, bounds.high
+    return out
+
+
+def is_interval_key(key: str) -> bool:
+    return key.endswith(("_ci_low", "_ci_high"))

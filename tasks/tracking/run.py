@@ -30,6 +30,8 @@ def start_tags(config: EvalConfig, code_version: str, flow_run: dict[str, str] |
         tags["mlflow.source.git.commit"] = commit
         tags["bifocal.git_dirty"] = str(git_dirty()).lower()
     tags |= {f"bifocal.version.{k}": v for k, v in package_versions().items()}
+    if config.tracking.parent_run_id:  # a suite's child run, nested under the suite's run
+        tags["mlflow.parentRunId"] = config.tracking.parent_run_id
     return tags | {f"prefect.flow_run_{k}": v for k, v in (flow_run or {}).items()}
 
 

@@ -3,6 +3,7 @@ from pathlib import Path
 import yaml
 
 from tasks.config import EvalConfig
+from tasks.plan import check_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -14,4 +15,10 @@ def test_deployment_parameters_and_example_configs_are_valid_configs():
         assert (ROOT / module).is_file() and name
         EvalConfig.model_validate(deployment["parameters"]["config"])
     for path in (ROOT / "deployments" / "configs").glob("*.yaml"):
-        EvalConfig.model_validate(yaml.safe_load(path.read_text()))
+        data = yaml.safe_load(path.read_text())
+        if path.stem.endswith("-suite"):
+            from tasks.suite import SuiteConfig, check_suite
+
+            check_suite(SuiteConfig.model_validate(data))
+            continue
+        check_config(EvalConfig.model_validate(data))

@@ -119,3 +119,52 @@ def test_failing_run_ends_failed_not_running(prefect_harness, flow_setup):
     )
     assert len(runs) == 1 and runs[0].info.status == "FAILED"
     assert "bifocal.error" in runs[0].data.tags
+
+
+def test_intervals_and_slices_on_the_run_and_in_the_report(prefect_harness, tmp_path: Path,
+                                                           tiny_clip_dir: Path, monkeypatch):
+    import mlflow
+
+    from flows.evaluate import evaluate
+    from tasks.stats.bootstrap import BootstrapSettings
+    from tasks.stats.estimates import Estimate, interval
+
+    manifest = write_dataset(tmp_path / "ds", n=24)
+    config = make_config(tmp_path, tiny_clip_dir, manifest,
+                         statistics={"bootstrap": 200, "seed": 3},
+                         slices={"columns": ["size", "label", "nope"], "min_size": 7,
+                                 "permutations": 500})
+    result = evaluate(config)
+    run = MlflowClient(tracking_uri=config.tracking.tracking_uri).get_run(result["mlflow_run_id"])
+    metrics = run.data.metrics
+    report = json.loads((Path(result["report"]) / "report.json").read_text())
+    assert set(report["estimates"]) == {k for k in report["metrics"]
+                                        if not k.endswith(("_ci_low", "_ci_high"))}
+    for key in report["estimates"]:
+        low, high = metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"]
+        assert low <= metrics[key] <= high
+        assert report["metrics"][f"{key}_ci_low"] == pytest.approx(low)
+    # the stored per-sample table alone rebuilds every metric and its interval
+    table = pd.read_parquet(Path(result["report"]) / "per_sample.parquet")
+    scored = table[table["status"] == "scored"]
+    settings = BootstrapSettings(200, seed=3)
+    for key in ("i2t_recall_at_1", "t2i_recall_at_5", "t2i_median_rank"):
+        bounds = interval(Estimate.from_json(report["estimates"][key]), scored, settings)
+        assert bounds.estimate == pytest.approx(metrics[key])
+        assert (bounds.low, bounds.high) == pytest.approx((metrics[f"{key}_ci_low"],
+                                                          metrics[f"{key}_ci_high"]))
+    slices = {s["slice"]: s for s in report["slices"]["results"]}
+    assert slices["size=small"]["status"] == "scored" and slices["size=big"]["status"] == "scored"
+    assert all(slices[f"label={c}"]["status"] == "too small" for c in ("red", "blue"))
+    small = table[(table["status"] == "scored") & (table["size"] == "small")]
+    assert slices["size=small"]["metrics"]["i2t_recall_at_1"]["value"] == pytest.approx(
+        (small["i2t_rank"] <= 1).mean())
+    assert metrics["slice.size.small.i2t_recall_at_1"] == pytest.approx(
+        (small["i2t_rank"] <= 1).mean())
+    assert 0 < slices["size=small"]["headline_vs_rest"]["p"] <= 1
+    assert any("'nope'" in w for w in report["warnings"])
+    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri",
+                        config.tracking.tracking_uri)
+    logged = MlflowClient(tracking_uri=config.tracking.tracking_uri).load_table(
+        run.info.experiment_id, "slices.json", run_ids=[run.info.run_id])
+    assert {"size=small", "size=big", "label=red"} <= set(logged["slice"])

@@ -13,6 +13,22 @@ from tests.helpers import write_dataset
 pytestmark = pytest.mark.e2e
 
 
+# metrics whose value is a setting, not an estimate over items
+NO_INTERVAL = {"threshold"}
+
+
+def assert_intervals(result: dict, allowed_missing: set[str] = frozenset()) -> None:
+    """Every metric of the run has a bootstrap interval around its value."""
+    metrics = result["metrics"]
+    values = {k for k in metrics if not k.endswith(("_ci_low", "_ci_high"))}
+    missing = {k for k in values - NO_INTERVAL - allowed_missing
+               if f"{k}_ci_low" not in metrics}
+    assert not missing, f"no interval for {sorted(missing)}"
+    for key in values - NO_INTERVAL - missing - allowed_missing:
+        assert metrics[f"{key}_ci_low"] <= metrics[key] + 1e-12 <= metrics[f"{key}_ci_high"] \
+            + 2e-12, key
+
+
 def base_config(tmp_path: Path, **fields) -> dict:
     return {
         "review": {"size": 3},
@@ -34,6 +50,7 @@ def test_zero_shot_classification_flow(prefect_harness, tmp_path: Path, tiny_cli
         zero_shot={"templates": ["a {} square", "a picture of a {} square"]},
     ))
     result = evaluate(config)
+    assert_intervals(result)
     assert {"accuracy", "macro_f1", "weighted_f1", "recall.red"} <= set(result["metrics"])
     report = Path(result["report"])
     matrix = pd.read_csv(report / "confusion_matrix.csv", index_col=0)
@@ -59,6 +76,7 @@ def test_captioning_flow(prefect_harness, tmp_path: Path, tiny_captioner_dir: Pa
         metric_options={"clip_score": {"model": str(tiny_clip_dir)}},
     ))
     result = evaluate(config)
+    assert_intervals(result)
     assert {"bleu_4", "rouge_l", "cider", "clip_score", "ref_clip_score"} <= set(
         result["metrics"])
     report = Path(result["report"])
@@ -95,6 +113,9 @@ def test_vqa_flow(prefect_harness, tmp_path: Path, tiny_captioner_dir: Path):
         dataset={"path": str(manifest), "columns": {"captions": "answers", "label": None}},
     ))
     result = evaluate(config)
+    single = {"vqa_accuracy.answer_type.yes_no", "vqa_accuracy.question_type.is_it"}
+    assert_intervals(result, allowed_missing=single)  # one question each: no interval
+    assert any("no confidence interval" in w and "yes_no" in w for w in result["warnings"])
     per_sample = pd.read_parquet(Path(result["report"]) / "per_sample.parquet")
     assert len(per_sample) == 5 and (per_sample["status"] == "scored").all()
     expected = [question_accuracy(p, list(a)) for p, a in
@@ -117,6 +138,7 @@ def test_matching_flow(prefect_harness, tmp_path: Path, tiny_clip_dir: Path, neg
                   "calibration_fraction": 0.3},
     ))
     result = evaluate(config)
+    assert_intervals(result)
     table = pd.read_parquet(Path(result["report"]) / "per_sample.parquet")
     assert len(table) == 40 and table["label"].sum() == 20  # 2 captions + 2 negatives each
     negative = table[table["label"] == 0]
@@ -147,6 +169,7 @@ def test_matching_with_dataset_pairs_and_given_threshold(prefect_harness, tmp_pa
         matching={"negatives": "dataset", "threshold": 0.0},
     ))
     result = evaluate(config)
+    assert_intervals(result)
     table = pd.read_parquet(Path(result["report"]) / "per_sample.parquet")
     assert table["label"].tolist() == [0, 1] * 4 and (table["status"] == "scored").all()
     assert result["metrics"]["threshold"] == 0.0
@@ -179,6 +202,7 @@ def test_matching_with_a_custom_fusion_model(prefect_harness, tmp_path: Path):
         matching={"negatives": "random", "threshold": 0.5},
     ))
     result = evaluate(config)
+    assert_intervals(result)
     table = pd.read_parquet(Path(result["report"]) / "per_sample.parquet")
     assert len(table) == 24 and table["score"].between(0, 1).all()
     assert (table["status"] == "scored").all()

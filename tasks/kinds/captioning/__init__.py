@@ -4,6 +4,6 @@ from tasks.kinds.base import TaskKindSpec, register_task_kind
 from tasks.kinds.captioning import infer, score
 
 register_task_kind(TaskKindSpec(
-    name="captioning", infer=infer.infer, score=score.score,
+    name="captioning", infer=infer.infer, score=score.score, headline="cider",
     display_columns=("prediction", "cider", "bleu_4", "clip_score"), model_kinds=("captioner",),
 ))

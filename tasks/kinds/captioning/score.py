@@ -10,7 +10,13 @@ import numpy as np
 from tasks.config import EvalConfig
 from tasks.data.base import DatasetRef
 from tasks.kinds.base import InferenceRef, Scores
-from tasks.kinds.scoring import generated_ok, per_item_table, score_metrics, write_per_sample
+from tasks.kinds.scoring import (
+    generated_ok,
+    per_item_table,
+    score_metrics,
+    with_intervals,
+    write_per_sample,
+)
 from tasks.kinds.sharded import load_texts
 from tasks.metrics.captioning import CaptionInputs
 
@@ -33,8 +39,9 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
     review = next((c for c in REVIEW_PREFERENCE if c in run.per_sample),
                   next(iter(run.per_sample), "status"))
     return Scores(
-        metrics=run.metrics, higher_is_better=run.higher_is_better,
-        per_sample_path=write_per_sample(table, out), review_column=review,
+        metrics=with_intervals(run, table, config), higher_is_better=run.higher_is_better,
+        estimates=run.estimates, per_sample_path=write_per_sample(table, out),
+        review_column=review,
         review_worst_is_high=False, skipped=run.skipped, warnings=run.warnings,
         counts={"images_scored": int(ok.sum()), "failed": int((~ok).sum())},
     )

@@ -11,7 +11,13 @@ import pandas as pd
 from tasks.config import EvalConfig
 from tasks.data.base import DatasetRef
 from tasks.kinds.base import InferenceRef, Scores
-from tasks.kinds.scoring import metric_columns, ok_mask, score_metrics, write_per_sample
+from tasks.kinds.scoring import (
+    metric_columns,
+    ok_mask,
+    score_metrics,
+    with_intervals,
+    write_per_sample,
+)
 from tasks.kinds.sharded import load_arrays
 from tasks.metrics.matching import MatchingInputs, best_threshold
 
@@ -42,8 +48,9 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
               "positives": int(pairs["label"].sum())}
     counts |= {f"pairs_{kind}": int(n) for kind, n in pairs["pair_kind"].value_counts().items()}
     return Scores(
-        metrics=run.metrics, higher_is_better=run.higher_is_better | {"threshold": True},
-        per_sample_path=write_per_sample(table, out), review_column="correct",
+        metrics=with_intervals(run, table, config),
+        higher_is_better=run.higher_is_better | {"threshold": True}, estimates=run.estimates,
+        row_key="pair_id", per_sample_path=write_per_sample(table, out), review_column="correct",
         review_worst_is_high=False, skipped=run.skipped, warnings=run.warnings, counts=counts,
     )
 

@@ -13,7 +13,14 @@ from tasks.arrays import flatten_cells, owners
 from tasks.config import EvalConfig
 from tasks.data.base import DatasetRef
 from tasks.kinds.base import InferenceRef, Scores
-from tasks.kinds.scoring import ok_mask, score_metrics, status_columns, write_per_sample
+from tasks.kinds.scoring import (
+    metric_columns,
+    ok_mask,
+    score_metrics,
+    status_columns,
+    with_intervals,
+    write_per_sample,
+)
 from tasks.kinds.sharded import load_arrays
 from tasks.metrics.retrieval import RetrievalInputs
 
@@ -42,14 +49,16 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
     run = score_metrics("retrieval", inputs, config)
     i2t, t2i = _ranks(run.per_sample, ok_items, ok_texts)
     table = _items_table(items, ok_items, inference.failures, i2t, t2i)
+    per_image = {k: v for k, v in run.per_sample.items() if k not in ("i2t_rank", "t2i_rank")}
+    table = metric_columns(table, ok_items, per_image)
     texts_table = pd.DataFrame({
         "item_id": items["item_id"].to_numpy()[text_owner],
         "caption": flatten_cells(items["captions"]),
         "t2i_rank": t2i, "status": np.where(ok_texts, "scored", "failed"),
     })
     return Scores(
-        metrics=run.metrics, higher_is_better=run.higher_is_better,
-        per_sample_path=write_per_sample(table, out),
+        metrics=with_intervals(run, table, config), higher_is_better=run.higher_is_better,
+        estimates=run.estimates, per_sample_path=write_per_sample(table, out),
         extra_tables={"texts": write_per_sample(texts_table, out, "per_sample_texts")},
         review_column="i2t_rank", review_worst_is_high=True, skipped=run.skipped,
         warnings=run.warnings + _warnings(dataset, inference, ok_items, ok_texts),

@@ -5,6 +5,6 @@ from tasks.kinds.base import TaskKindSpec, register_task_kind
 from tasks.kinds.vqa import infer, score
 
 register_task_kind(TaskKindSpec(
-    name="vqa", infer=infer.infer, score=score.score,
+    name="vqa", infer=infer.infer, score=score.score, headline="vqa_accuracy",
     display_columns=("question", "prediction", "vqa_accuracy"), model_kinds=("vqa",),
 ))

@@ -11,7 +11,13 @@ import pandas as pd
 from tasks.config import EvalConfig
 from tasks.data.base import DatasetRef
 from tasks.kinds.base import InferenceRef, Scores
-from tasks.kinds.scoring import generated_ok, per_item_table, score_metrics, write_per_sample
+from tasks.kinds.scoring import (
+    generated_ok,
+    per_item_table,
+    score_metrics,
+    with_intervals,
+    write_per_sample,
+)
 from tasks.kinds.sharded import load_texts
 from tasks.metrics.vqa import VQAInputs
 
@@ -37,9 +43,15 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
     run = score_metrics("vqa", inputs, config)
 
     table = per_item_table(items, ok, inference.failures, run.per_sample, answers)
+    # the metric's per-type estimates read "question_type" / "answer_type" columns
+    for name, column in (("question_type", config.vqa.question_type_column),
+                         ("answer_type", config.vqa.answer_type_column)):
+        if column and column in items.columns and column != name:
+            table[name] = _column(items, column)
     return Scores(
-        metrics=run.metrics, higher_is_better=run.higher_is_better,
-        per_sample_path=write_per_sample(table, out), review_column="vqa_accuracy",
+        metrics=with_intervals(run, table, config), higher_is_better=run.higher_is_better,
+        estimates=run.estimates, per_sample_path=write_per_sample(table, out),
+        review_column="vqa_accuracy",
         review_worst_is_high=False, skipped=run.skipped, warnings=run.warnings,
         counts={"questions_scored": int(ok.sum()), "failed": int((~ok).sum())},
     )

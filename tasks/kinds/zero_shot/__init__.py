@@ -4,7 +4,7 @@ from tasks.kinds.base import TaskKindSpec, register_task_kind
 from tasks.kinds.zero_shot import infer, score
 
 register_task_kind(TaskKindSpec(
-    name="zero_shot_classification", infer=infer.infer, score=score.score,
+    name="zero_shot_classification", infer=infer.infer, score=score.score, headline="accuracy",
     display_columns=("label", "prediction", "correct"), model_kinds=("dual_encoder",),
     metric_task="classification",
 ))

@@ -13,7 +13,13 @@ from tasks.arrays import l2_normalize
 from tasks.config import EvalConfig
 from tasks.data.base import DatasetRef
 from tasks.kinds.base import InferenceRef, Scores
-from tasks.kinds.scoring import ok_mask, per_item_table, score_metrics, write_per_sample
+from tasks.kinds.scoring import (
+    ok_mask,
+    per_item_table,
+    score_metrics,
+    with_intervals,
+    write_per_sample,
+)
 from tasks.kinds.sharded import load_arrays
 from tasks.metrics.classification import ClassificationInputs
 
@@ -39,8 +45,9 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
     files = _confusion_matrix_file(run.extra.get("classification", {}), out)
     review = "correct" if "correct" in run.per_sample else "status"
     return Scores(
-        metrics=run.metrics, higher_is_better=run.higher_is_better,
-        per_sample_path=write_per_sample(table, out), review_column=review,
+        metrics=with_intervals(run, table, config), higher_is_better=run.higher_is_better,
+        estimates=run.estimates, per_sample_path=write_per_sample(table, out),
+        review_column=review,
         review_worst_is_high=False, skipped=run.skipped, warnings=run.warnings, files=files,
         counts={"images_scored": int(ok.sum()), "failed": int((~ok).sum()),
                 "classes": len(names)},

@@ -23,6 +23,7 @@ from tasks.metrics.captioning.inputs import (
     NgramTables,
     require_samples,
 )
+from tasks.stats.estimates import Estimate
 
 MAX_N = 4
 _SMALL = 1e-9
@@ -96,9 +97,15 @@ def bleu_score(inputs: CaptionInputs) -> MetricResult:
     """BLEU-1..4 as coco-caption (PTB tokenisation, closest reference length)."""
     corpus, per_sample = bleu_scores(inputs)
     keys = [f"bleu_{k}" for k in range(1, MAX_N + 1)]
+    stats = bleu_sufficient_statistics(inputs)
+    columns = tuple(f"bleu.stat.{j}" for j in range(stats.shape[1]))
     return MetricResult(
         corpus={key: float(corpus[k]) for k, key in enumerate(keys)},
-        per_sample={key: per_sample[:, k] for k, key in enumerate(keys)},
+        per_sample={key: per_sample[:, k] for k, key in enumerate(keys)}
+        | {column: stats[:, j].astype(np.float64) for j, column in enumerate(columns)},
+        # corpus BLEU is a function of the summed statistics, not a mean of sample BLEUs
+        estimates={key: Estimate("bleu", columns, {"order": k + 1})
+                   for k, key in enumerate(keys)},
     )
 
 

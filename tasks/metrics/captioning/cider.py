@@ -22,6 +22,7 @@ import numpy as np
 
 from tasks.metrics.base import MetricResult, register_metric
 from tasks.metrics.captioning.inputs import CaptionInputs, NgramCounts, NgramTables
+from tasks.stats.estimates import mean
 
 SIGMA = 6.0
 N_ORDERS = 4
@@ -90,4 +91,7 @@ def cider_score(inputs: CaptionInputs, sigma: float = SIGMA) -> MetricResult:
     Raises ``ValueError`` for fewer than 2 images (the idf weights would all be zero).
     """
     corpus, per_sample = cider_d(inputs, sigma=sigma)
-    return MetricResult(corpus={"cider": corpus}, per_sample={"cider": per_sample})
+    # CIDEr-D is the mean of per-image scores; the corpus document frequencies are held fixed
+    # when resampling (recomputing them per resample would change every image's score)
+    return MetricResult(corpus={"cider": corpus}, per_sample={"cider": per_sample},
+                        estimates={"cider": mean("cider")})

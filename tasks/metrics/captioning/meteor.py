@@ -9,6 +9,11 @@ prediction is cleaned the way pycocoevalcap does (``|||`` removed, double spaces
 Unlike pycocoevalcap, which waits for each answer before sending the next line, all ``SCORE``
 lines are streamed from a second thread, which gives the same numbers much faster.
 
+The per-sample statistics are kept as the columns ``meteor.stat.0`` .. ``meteor.stat.23``: the
+jar's 23 numbers per sample plus a perfect-match flag
+(``tasks.stats.corpus.meteor_sufficient_statistics``), so the corpus score is recomputed from
+their column sums (``tasks.stats.corpus.meteor_statistic``) for bootstrap intervals.
+
 Without Java on PATH or without the jar the metric is skipped with the reason.
 """
 
@@ -27,8 +32,11 @@ import numpy as np
 
 from tasks.metrics.base import MetricResult, register_metric
 from tasks.metrics.captioning.inputs import CaptionInputs, require_samples
+from tasks.stats.corpus import METEOR_JAR_STATS, meteor_sufficient_statistics
+from tasks.stats.estimates import Estimate
 
 METEOR_JAR = "meteor-1.5.jar"
+STAT_COLUMNS = tuple(f"meteor.stat.{j}" for j in range(METEOR_JAR_STATS + 1))
 
 
 def find_meteor_jar() -> Path | None:
@@ -50,6 +58,15 @@ def score_line(prediction: str, references: list[str]) -> str:
     return " ||| ".join(("SCORE", " ||| ".join(references), prediction))
 
 
+def parse_stats(lines: list[str]) -> np.ndarray:
+    """The jar's answers to ``SCORE`` lines as float64 ``(n, 23)``."""
+    rows = [line.split() for line in lines]
+    for line, row in zip(lines, rows, strict=True):
+        if len(row) != METEOR_JAR_STATS:
+            raise RuntimeError(f"METEOR answered {line!r}, not {METEOR_JAR_STATS} statistics")
+    return np.array(rows, dtype=np.float64).reshape(len(rows), METEOR_JAR_STATS)
+
+
 def _write_lines(stream, lines: Iterable[str], errors: list[BaseException]) -> None:
     try:
         for line in lines:
@@ -65,6 +82,7 @@ class MeteorProcess:
     def __init__(self, jar: Path, java: str = "java", memory: str = "2G") -> None:
         # Kept open for the life of the process; closed in ``close``.
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        self.last_statistics: list[str] | None = None  # the latest ``score`` call's SCORE answers
         self._process = subprocess.Popen(
             [java, "-jar", f"-Xmx{memory}", str(jar), "-", "-", "-stdio", "-l", "en", "-norm"],
             cwd=jar.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
@@ -97,10 +115,8 @@ class MeteorProcess:
                                f"{detail or 'no error output'}")
         return line.decode().strip()
 
-    def score(
-        self, predictions: list[str], references: list[list[str]]
-    ) -> tuple[float, np.ndarray]:
-        """(corpus METEOR, per-sample METEOR) for tokenised captions."""
+    def statistics(self, predictions: list[str], references: list[list[str]]) -> list[str]:
+        """The jar's answer to each sample's ``SCORE`` line (its sufficient statistics)."""
         stdin = self._process.stdin
         errors: list[BaseException] = []
         lines = (score_line(p, r) for p, r in zip(predictions, references, strict=True))
@@ -110,10 +126,23 @@ class MeteorProcess:
         writer.join()
         if errors:
             raise RuntimeError(f"could not send captions to METEOR: {errors[0]}") from errors[0]
+        return stats
+
+    def evaluate(self, stats: list[str]) -> tuple[float, np.ndarray]:
+        """(corpus METEOR, per-sample METEOR): the jar's answers to ``EVAL ||| stats ...``."""
+        stdin = self._process.stdin
         stdin.write(("EVAL" + "".join(f" ||| {s}" for s in stats) + "\n").encode())  # type: ignore[union-attr]
         stdin.flush()  # type: ignore[union-attr]
-        per_sample = np.array([float(self._read_line()) for _ in predictions], dtype=np.float64)
+        per_sample = np.array([float(self._read_line()) for _ in stats], dtype=np.float64)
         return float(self._read_line()), per_sample
+
+    def score(
+        self, predictions: list[str], references: list[list[str]]
+    ) -> tuple[float, np.ndarray]:
+        """(corpus METEOR, per-sample METEOR) for tokenised captions; the samples' statistics
+        are kept in ``last_statistics``."""
+        self.last_statistics = self.statistics(predictions, references)
+        return self.evaluate(self.last_statistics)
 
 
 @register_metric(
@@ -137,4 +166,14 @@ def meteor_score(
     tokens = inputs.tokenized()
     with MeteorProcess(jar_path, java=java, memory=memory) as process:
         corpus, per_sample = process.score(tokens.predictions, tokens.references)
-    return MetricResult(corpus={"meteor": corpus}, per_sample={"meteor": per_sample})
+        lines = getattr(process, "last_statistics", None)
+    if lines is None:  # a stand-in process (tests) that keeps no statistics
+        return MetricResult(corpus={"meteor": corpus}, per_sample={"meteor": per_sample})
+    stats = meteor_sufficient_statistics(parse_stats(lines))
+    return MetricResult(
+        corpus={"meteor": corpus},
+        per_sample={"meteor": per_sample}
+        | {column: stats[:, j] for j, column in enumerate(STAT_COLUMNS)},
+        # corpus METEOR is a function of the summed statistics, not a mean of sample scores
+        estimates={"meteor": Estimate("meteor", STAT_COLUMNS)},
+    )

@@ -19,6 +19,7 @@ import numpy as np
 
 from tasks.metrics.base import MetricResult, register_metric
 from tasks.metrics.captioning.inputs import CaptionInputs, WordTable, require_samples
+from tasks.stats.estimates import mean
 
 BETA = 1.2
 _WORD_BITS = 64
@@ -123,4 +124,5 @@ def rouge_l_scores(inputs: CaptionInputs, beta: float = BETA) -> tuple[float, np
 def rouge_l_score(inputs: CaptionInputs) -> MetricResult:
     """ROUGE-L (LCS F-measure, beta=1.2) as coco-caption."""
     corpus, per_sample = rouge_l_scores(inputs)
-    return MetricResult(corpus={"rouge_l": corpus}, per_sample={"rouge_l": per_sample})
+    return MetricResult(corpus={"rouge_l": corpus}, per_sample={"rouge_l": per_sample},
+                        estimates={"rouge_l": mean("rouge_l")})

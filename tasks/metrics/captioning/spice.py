@@ -24,6 +24,7 @@ import numpy as np
 from tasks.metrics.base import MetricResult, register_metric
 from tasks.metrics.captioning.inputs import CaptionInputs, require_samples
 from tasks.metrics.captioning.meteor import find_meteor_jar
+from tasks.stats.estimates import mean
 
 CORENLP_ENV = "BIFOCAL_SPICE_CORENLP_DIR"
 CORENLP_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
@@ -103,4 +104,4 @@ def spice_score(
         return MetricResult.skip(reason)
     per_sample = run_spice(inputs, Path(corenlp_dir), memory=memory)  # type: ignore[arg-type]
     return MetricResult(corpus={"spice": float(np.mean(per_sample))},
-                        per_sample={"spice": per_sample})
+                        per_sample={"spice": per_sample}, estimates={"spice": mean("spice")})
