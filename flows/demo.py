@@ -7,6 +7,7 @@ use the better one; captioning and VQA use the demo captioner. Each is one evalu
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,14 @@ def _config(name: str, fields: dict[str, Any], overrides: list[str]) -> EvalConf
     return build_config(data, overrides)
 
 
+SLICE_COLUMNS = ["background", "size", "position"]
+
+
 def retrieval_configs(assets: Any, overrides: list[str]) -> list[EvalConfig]:
     return [_config(f"{name}@demo-test", {
         "task": "retrieval", "model": {"kind": "dual_encoder", "path": str(path)},
-        "dataset": {"path": str(assets.test_manifest)}}, overrides)
+        "dataset": {"path": str(assets.test_manifest)},
+        "slices": {"columns": SLICE_COLUMNS, "min_size": 30}}, overrides)
         for name, path in sorted(assets.models.items())]
 
 
@@ -97,6 +102,44 @@ def comparison_table(results: list[dict[str, Any]]) -> list[str]:
     return _table(header, rows)
 
 
+def interval_table(results: list[dict[str, Any]], keys: list[str]) -> list[str]:
+    """The headline recalls with their 95% bootstrap intervals."""
+    def cell(metrics: dict[str, float], key: str) -> str:
+        low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+        interval = f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
+        return f"{metrics[key]:.3f}{interval}"
+
+    rows = [[r["run_name"].split("@")[0], *[cell(r["metrics"], k) for k in keys]]
+            for r in results]
+    return _table(["model", *[k.replace("_recall_at_", " R@") for k in keys]], rows)
+
+
+def slice_lines(result: dict[str, Any]) -> list[str]:
+    """Per slice column: the worst and best value of the headline metric, with the
+    slice-vs-rest test of each (Holm-adjusted across all slices)."""
+    report = json.loads((Path(result["report"]) / "report.json").read_text())
+    slices = report.get("slices", {}).get("results", [])
+    headline = report["headline"]
+    lines = []
+    for column in SLICE_COLUMNS:
+        scored = [s for s in slices if s["columns"] == column and headline in s["metrics"]]
+        if len(scored) < 2:
+            continue
+        scored.sort(key=lambda s: s["metrics"][headline]["value"])
+        parts = [_slice_cell(s, headline) for s in (scored[0], scored[-1])]
+        gap = report["slices"]["gaps"].get(column, {}).get(headline, float("nan"))
+        lines.append(f"  {column:<10} worst {parts[0]}   best {parts[1]}   gap {gap:.3f}")
+    return lines
+
+
+def _slice_cell(result: dict[str, Any], headline: str) -> str:
+    value = result["metrics"][headline]
+    test = result["headline_vs_rest"]
+    p = f", p_holm={test['p_holm']:.3g}" if "p_holm" in test else ""
+    return (f"{result['slice'].split('=')[1]}: {value['value']:.3f} "
+            f"[{value['ci_low']:.3f}, {value['ci_high']:.3f}] (n={result['size']}{p})")
+
+
 def task_table(results: list[tuple[str, dict[str, Any]]]) -> list[str]:
     rows = []
     for task_name, result in results:
@@ -127,6 +170,13 @@ def run_demo(overrides: list[str] | None = None, root: str | None = None) -> dic
     results = demo(overrides=overrides or [], root=root)
     print("\nDemo: retrieval on the synthetic shapes benchmark (test split)\n")
     print("\n".join(comparison_table(results["retrieval"])))
+    print("\nWith 95% bootstrap confidence intervals (1,000 resamples of the images)\n")
+    print("\n".join(interval_table(results["retrieval"], ["i2t_recall_at_1", "t2i_recall_at_1"])))
+    for result in results["retrieval"]:
+        lines = slice_lines(result)
+        if lines:
+            print(f"\nSlices of {result['run_name']} (i2t R@1 by metadata column)\n")
+            print("\n".join(lines))
     print("\nOther task kinds on the same benchmark\n")
     print("\n".join(task_table(results["tasks"])))
     tracking = results["retrieval"][0]["tracking_uri"] if results["retrieval"] else ""
