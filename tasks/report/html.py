@@ -42,6 +42,11 @@ def _cell(value: Any) -> str:
     return f"<td>{escape(str(value))}</td>"
 
 
+def _bounds(metrics: dict[str, float], key: str) -> str:
+    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    return "" if low is None or high is None else f"[{low:.4f}, {high:.4f}]"
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "<p>none</p>"
@@ -51,8 +56,11 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def render(report: dict[str, Any], examples: pd.DataFrame, display_columns: list[str]) -> str:
-    metrics = [{"metric": k, "value": v, "better": "higher" if report["higher_is_better"].get(k)
-                else "lower"} for k, v in report["metrics"].items()]
+    values = report["metrics"]
+    level = report.get("statistics", {}).get("level", 0.95)
+    metrics = [{"metric": k, "value": v, f"{level:.0%} interval": _bounds(values, k),
+                "better": "higher" if report["higher_is_better"].get(k) else "lower"}
+               for k, v in values.items() if not k.endswith(("_ci_low", "_ci_high"))]
     counts = [{"count": k, "value": v} for k, v in report["counts"].items()]
     fingerprints = [{"what": k, "fingerprint": v} for k, v in report["fingerprints"].items()]
     example_rows = []
