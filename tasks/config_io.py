@@ -59,17 +59,22 @@ def build_config(data: dict[str, Any], overrides: list[str] | None = None) -> Ev
         raise ConfigError(format_validation_error(error)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> EvalConfig:
-    """Read a YAML config and apply ``key.sub=value`` overrides."""
+def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; a clear ``ConfigError`` otherwise."""
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except OSError as error:
-        raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+        raise ConfigError(f"cannot read {what} {path}: {error.strerror}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"config {path} is not valid YAML: {error}") from None
+        raise ConfigError(f"{what} {path} is not valid YAML: {error}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config {path} must be a mapping at the top level")
-    return build_config(data, overrides)
+        raise ConfigError(f"{what} {path} must be a mapping at the top level")
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> EvalConfig:
+    """Read a YAML config and apply ``key.sub=value`` overrides."""
+    return build_config(read_yaml_mapping(path), overrides)
 
 
 def flatten(config: EvalConfig) -> dict[str, str]:

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tasks.config import DatasetConfig, EvalConfig, ModelConfig
-from tasks.config_io import ConfigError, flatten, parse_override
+from tasks.config_io import ConfigError, flatten, parse_override, read_yaml_mapping
 
 if TYPE_CHECKING:  # pandas is imported where a table is built
     import pandas as pd
@@ -142,15 +141,7 @@ def build_suite(data: dict[str, Any], overrides: list[str] | None = None) -> Sui
 
 def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteConfig:
     """Read a suite YAML file and apply ``key.sub=value`` overrides."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as error:
-        raise ConfigError(f"cannot read suite {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"suite {path} is not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"suite {path} must be a mapping at the top level")
-    return build_suite(data, overrides)
+    return build_suite(read_yaml_mapping(path, "suite"), overrides)
 
 
 def _structure_problems(suite: SuiteConfig) -> list[str]:

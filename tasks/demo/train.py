@@ -79,6 +79,12 @@ class TrainResult:
     seconds: float
 
 
+def log_progress(log: Log | None, step: int, steps: int, losses: list[float]) -> None:
+    """Four progress lines per training run: the mean loss of the last 20 steps."""
+    if log is not None and (step + 1) % max(1, steps // 4) == 0:
+        log(f"  step {step + 1}/{steps} loss {sum(losses[-20:]) / len(losses[-20:]):.3f}")
+
+
 @contextmanager
 def deterministic_torch(seed: int, threads: int = 2) -> Iterator[None]:
     """Seed torch, fix the thread count and enable deterministic kernels; restore afterwards."""
@@ -218,8 +224,7 @@ def train_clip(model: CLIPModel, data: SplitTensors, cfg: TrainConfig,
         with torch.no_grad():  # CLIP clamps the temperature at 100
             model.logit_scale.clamp_(0, math.log(100))
         losses.append(float(out.loss.detach()))
-        if log is not None and (step + 1) % max(1, cfg.steps // 4) == 0:
-            log(f"  step {step + 1}/{cfg.steps} loss {sum(losses[-20:]) / len(losses[-20:]):.3f}")
+        log_progress(log, step, cfg.steps, losses)
     model.eval()
     return losses
 

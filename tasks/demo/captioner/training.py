@@ -24,7 +24,7 @@ from tasks.demo.captioner.model import (
     tokenizer_words,
 )
 from tasks.demo.derived import all_questions
-from tasks.demo.train import TrainResult, _lr_lambda, deterministic_torch
+from tasks.demo.train import TrainResult, _lr_lambda, deterministic_torch, log_progress
 
 if TYPE_CHECKING:
     import torch
@@ -235,8 +235,7 @@ def train_captioner(model: VisionEncoderDecoderModel, data: DecoderData,
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
-        if log is not None and (step + 1) % max(1, cfg.steps // 4) == 0:
-            log(f"  step {step + 1}/{cfg.steps} loss {sum(losses[-20:]) / len(losses[-20:]):.3f}")
+        log_progress(log, step, cfg.steps, losses)
     model.eval()
     return losses
 
