@@ -11,12 +11,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from flows.evaluate import evaluate
 from tasks.config import EvalConfig
 from tasks.config_io import build_config
+from tasks.steps import build_demo_assets
 
 # The demo's embedded defaults; `bifocal demo --set key=value` overrides any of them.
 DEMO_DEFAULTS: dict[str, Any] = {
@@ -34,14 +35,6 @@ HEADLINES = {
     "vqa": ["vqa_accuracy", "vqa_accuracy.answer_type.other", "vqa_accuracy.answer_type.yes_no"],
 }
 BEST_CLIP = "clip-tiny-long"
-
-
-@task(name="demo-assets", retries=1)
-def build_assets(root: str | None, demo_config: Any = None) -> Any:
-    """Synthetic benchmark + trained demo models; reused when already built."""
-    from tasks.demo import ensure_demo_assets
-
-    return ensure_demo_assets(Path(root) if root else None, config=demo_config)
 
 
 def _config(name: str, fields: dict[str, Any], overrides: list[str]) -> EvalConfig:
@@ -155,7 +148,7 @@ def demo(overrides: list[str] | None = None, root: str | None = None,
          demo_config: Any = None) -> dict[str, Any]:
     """Evaluate the demo models on every task kind of the demo benchmark's test split
     (``demo_config``: a ``tasks.demo.DemoConfig``, e.g. a tiny one for tests)."""
-    assets = build_assets(root, demo_config)
+    assets = build_demo_assets(root, demo_config)
     overrides = overrides or []
     retrieval = [evaluate(config) for config in retrieval_configs(assets, overrides)]
     others = [(config.task.value, evaluate(config))

@@ -40,6 +40,14 @@ STAGE: dict[str, Any] = dict(cache_policy=NO_CACHE, persist_result=False)
 HEALING = dict(retries=2, retry_delay_seconds=[2, 10])
 
 
+@task(name="demo-assets", retries=1)
+def build_demo_assets(root: str | None, demo_config: Any = None) -> Any:
+    """Synthetic benchmark + trained demo models; reused when already built."""
+    from tasks.demo import ensure_demo_assets
+
+    return ensure_demo_assets(Path(root) if root else None, config=demo_config)
+
+
 @task(name="load-data", **HEALING, **STAGE)
 def load_data(config: EvalConfig, run_dir: Path) -> DatasetRef:
     """Read the dataset, record rejects, write items/rejects tables into the run folder."""
