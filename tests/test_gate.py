@@ -4,7 +4,9 @@ against scipy / statsmodels / numpy."""
 
 from __future__ import annotations
 
+import io
 import json
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,16 @@ from tests.flows.test_compare import (
 
 SETTINGS = BootstrapSettings(resamples=300, seed=0)
 PERMUTATIONS = 1999
+
+
+def run_main(*args: str) -> tuple[int, str, str]:
+    """``bifocal ...`` in this process, output into buffers that stay open (see run_cli)."""
+    from flows.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
 
 
 def in_memory(run_id: str, table: pd.DataFrame, dataset: str = "d" * 64) -> RunData:
@@ -279,12 +291,12 @@ def test_a_baseline_that_cannot_be_compared_fails_the_gate(store, tmp_path):
 # ---- the evaluate flow ------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_failed_gate_fails_the_flow_but_not_the_evaluation_run(prefect_harness, store,
-                                                                 tmp_path, monkeypatch, capsys):
+                                                                 tmp_path, monkeypatch):
     """run_stages is replaced by one that logs a report as the real one does and ends with the
     same gate call; the flow's own code (tracked run, raise after it) is real."""
     import flows.evaluate as evaluate_module
-    from flows.cli import main
     from tasks.steps import gate_step
 
     table = base_table()
@@ -303,8 +315,8 @@ def test_a_failed_gate_fails_the_flow_but_not_the_evaluation_run(prefect_harness
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
 
-    assert main(["run", str(path)]) == 3
-    out, err = capsys.readouterr()
+    code, out, err = run_main("run", str(path))
+    assert code == 3
     assert "bifocal: gate failed for run" in err and "i2t_recall_at_1 -0." in err
     assert "95% CI [" in err and ", p " in err
     client = MlflowClient(tracking_uri=store, registry_uri=store)
@@ -321,10 +333,9 @@ def test_a_failed_gate_fails_the_flow_but_not_the_evaluation_run(prefect_harness
     assert isinstance(raised.value.result, dict) and raised.value.result["gate"]["rules"]
 
 
-def test_a_passed_gate_promotes_from_the_flow(prefect_harness, store, tmp_path, monkeypatch,
-                                              capsys):
+@pytest.mark.e2e
+def test_a_passed_gate_promotes_from_the_flow(prefect_harness, store, tmp_path, monkeypatch):
     import flows.evaluate as evaluate_module
-    from flows.cli import main
     from tasks.steps import gate_step
 
     table = base_table()
@@ -340,8 +351,8 @@ def test_a_passed_gate_promotes_from_the_flow(prefect_harness, store, tmp_path, 
     config = gated_config(tmp_path, store, champion)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    assert main(["run", str(path)]) == 0
-    out, _ = capsys.readouterr()
+    code, out, _ = run_main("run", str(path))
+    assert code == 0
     assert "gate passed" in out and "promoted: clip version 1 -> @champion" in out
     client = MlflowClient(tracking_uri=store, registry_uri=store)
     version = client.get_model_version_by_alias("clip", "champion")

@@ -3,8 +3,10 @@ store; statistics are checked against scipy / statsmodels / numpy, never against
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,8 @@ from statsmodels.stats.multitest import multipletests
 
 from tasks.stats.estimates import Estimate, mean
 from tasks.tracking import mlflow_log as ml
+
+pytestmark = pytest.mark.e2e
 
 N = 400
 ESTIMATES: dict[str, Estimate] = {
@@ -123,12 +127,16 @@ def mcnemar_reference(a: pd.DataFrame, b: pd.DataFrame) -> tuple[int, int, float
     return a_only, b_only, binomtest(b_only, a_only + b_only, 0.5).pvalue
 
 
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """``bifocal compare ...`` in this process: (exit status, stdout, stderr). Output goes to
+    buffers that stay open (not capsys, whose streams close after the test while Prefect's
+    console handler may still hold them)."""
     from flows.cli import main
 
-    code = main(["compare", *args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(["compare", *args])
+    return code, out.getvalue(), err.getvalue()
 
 
 def by_metric(comparison: dict) -> dict[str, dict]:
@@ -175,12 +183,12 @@ def test_identical_runs_show_no_significant_difference(prefect_harness, store):
 
 
 def test_a_planted_difference_is_detected_with_the_reference_statistics(prefect_harness,
-                                                                         store, capsys):
+                                                                         store):
     table = base_table()
     better = improved(table)
     a = log_run(store, "evals", "clip-short", table)
     b = log_run(store, "evals", "clip-long", better)
-    code, out, err = run_cli(capsys, a, b, "--tracking-uri", store, "--json", *FAST)
+    code, out, err = run_cli(a, b, "--tracking-uri", store, "--json", *FAST)
     assert code == 0, err
     document = json.loads(out)
     metrics = by_metric(document["comparisons"][0])
@@ -213,7 +221,7 @@ def test_a_planted_difference_is_detected_with_the_reference_statistics(prefect_
     assert {row["item_id"] for row in changed["gained"]} <= flipped
     assert all(row["shape"] in ("circle", "square") for row in changed["gained"])
 
-    code, out, _ = run_cli(capsys, a, b, "--tracking-uri", store, *FAST)
+    code, out, _ = run_cli(a, b, "--tracking-uri", store, *FAST)
     assert code == 0
     assert "metric" in out and "delta [CI]" in out and "p (test)" in out
     line = next(x for x in out.splitlines() if x.startswith("i2t_recall_at_1"))
@@ -221,12 +229,12 @@ def test_a_planted_difference_is_detected_with_the_reference_statistics(prefect_
     assert f"{b_only} better, 0 worse in B" in out
 
 
-def test_a_tiny_noisy_difference_is_not_significant(prefect_harness, store, capsys):
+def test_a_tiny_noisy_difference_is_not_significant(prefect_harness, store):
     table = base_table(seed=3)
     jittered = noisy(table)
     a = log_run(store, "evals", "run-1", table)
     b = log_run(store, "evals", "run-2", jittered)
-    code, out, err = run_cli(capsys, a, b, "--tracking-uri", store, "--json", *FAST)
+    code, out, err = run_cli(a, b, "--tracking-uri", store, "--json", *FAST)
     assert code == 0, err
     metrics = by_metric(json.loads(out)["comparisons"][0])
     hit = metrics["i2t_recall_at_1"]
@@ -238,13 +246,13 @@ def test_a_tiny_noisy_difference_is_not_significant(prefect_harness, store, caps
 
 
 def test_experiment_selector_with_filter_compares_the_first_with_each_other_run(
-        prefect_harness, store, capsys):
+        prefect_harness, store):
     table = base_table()
     a = log_run(store, "sweep", "step-100", table, tags={"variant": "x"})
     log_run(store, "sweep", "other", table, tags={"variant": "y"})
     c = log_run(store, "sweep", "step-200", improved(table), tags={"variant": "x"})
     d = log_run(store, "sweep", "step-300", worse(table), tags={"variant": "x"})
-    code, out, err = run_cli(capsys, "experiment:sweep", "--filter", "tags.variant = 'x'",
+    code, out, err = run_cli("experiment:sweep", "--filter", "tags.variant = 'x'",
                              "--tracking-uri", store, "--json", *FAST)
     assert code == 0, err
     document = json.loads(out)
@@ -259,17 +267,17 @@ def test_experiment_selector_with_filter_compares_the_first_with_each_other_run(
     assert [m.step for m in history] == [0, 1] and history[1].value < 0 < history[0].value
 
 
-def test_different_datasets_are_refused_unless_forced(prefect_harness, store, capsys):
+def test_different_datasets_are_refused_unless_forced(prefect_harness, store):
     table = base_table()
     other = improved(table).iloc[100:].reset_index(drop=True)  # 300 shared rows
     a = log_run(store, "evals", "on-v1", table, dataset="a" * 64)
     b = log_run(store, "evals", "on-v2", other, dataset="b" * 64)
-    code, out, err = run_cli(capsys, a, b, "--tracking-uri", store, *FAST)
+    code, out, err = run_cli(a, b, "--tracking-uri", store, *FAST)
     assert code == 2 and out == ""
     assert "not evaluated on the same dataset" in err and "--force" in err
     assert "300 rows both runs scored" in err
 
-    code, out, err = run_cli(capsys, a, b, "--tracking-uri", store, "--force", "--json", *FAST)
+    code, out, err = run_cli(a, b, "--tracking-uri", store, "--force", "--json", *FAST)
     assert code == 0, err
     (comparison,) = json.loads(out)["comparisons"]
     assert comparison["forced"] and not comparison["same_dataset"]
@@ -279,16 +287,16 @@ def test_different_datasets_are_refused_unless_forced(prefect_harness, store, ca
     hit = by_metric(comparison)["i2t_recall_at_1"]
     _, b_only, p = mcnemar_reference(table.iloc[100:].reset_index(drop=True), other)
     assert hit["b_only"] == b_only and hit["pvalue"] == pytest.approx(p)
-    code, out, _ = run_cli(capsys, a, b, "--tracking-uri", store, "--force", *FAST)
+    code, out, _ = run_cli(a, b, "--tracking-uri", store, "--force", *FAST)
     assert "note: dataset fingerprints differ" in out
 
 
-def test_gate_failure_exits_3_naming_metric_delta_ci_and_p(prefect_harness, store, capsys):
+def test_gate_failure_exits_3_naming_metric_delta_ci_and_p(prefect_harness, store):
     table = base_table()
     regressed = worse(table)
     a = log_run(store, "evals", "champion", table)
     b = log_run(store, "evals", "candidate", regressed)
-    code, out, err = run_cli(capsys, a, b, "--tracking-uri", store, "--gate",
+    code, out, err = run_cli(a, b, "--tracking-uri", store, "--gate",
                              "i2t_recall_at_1:0.01", "--gate", "clip_score:0:0.01",
                              "--json", *FAST)
     assert code == 3
@@ -309,19 +317,47 @@ def test_gate_failure_exits_3_naming_metric_delta_ci_and_p(prefect_harness, stor
     run = MlflowClient(tracking_uri=store).get_run(document["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["bifocal.gate"] == "failed"
 
-    code, out, err = run_cli(capsys, a, b, "--tracking-uri", store, "--gate",
+    code, out, err = run_cli(a, b, "--tracking-uri", store, "--gate",
                              "i2t_recall_at_1:0.5", *FAST)
     assert code == 0, err
     assert "gate passed" in out and "within the allowed 0.5000" in out
 
 
-def test_unknown_runs_and_bad_options_are_clear_errors(prefect_harness, store, capsys):
+def test_unknown_runs_and_bad_options_are_clear_errors(prefect_harness, store):
     a = log_run(store, "evals", "only", base_table())
-    code, _, err = run_cli(capsys, a, "0" * 32, "--tracking-uri", store)
+    code, _, err = run_cli(a, "0" * 32, "--tracking-uri", store)
     assert code == 2 and f"run {'0' * 32!r} not found" in err
-    code, _, err = run_cli(capsys, a, "--tracking-uri", store)
+    code, _, err = run_cli(a, "--tracking-uri", store)
     assert code == 2 and "at least two runs" in err
-    code, _, err = run_cli(capsys, a, a, "--gate", "i2t_recall_at_1", "--tracking-uri", store)
+    code, _, err = run_cli(a, a, "--gate", "i2t_recall_at_1", "--tracking-uri", store)
     assert code == 2 and "METRIC:MAX_DROP[:ALPHA]" in err
-    code, _, err = run_cli(capsys, "experiment:nope", "--tracking-uri", store)
+    code, _, err = run_cli("experiment:nope", "--tracking-uri", store)
     assert code == 2 and "no MLflow experiment named 'nope'" in err
+
+
+# ---- plain logic --------------------------------------------------------------------------------
+
+
+def test_metrics_only_one_run_has_are_listed_as_not_compared():
+    from tasks.comparison import RunData, compare_runs
+    from tasks.stats.bootstrap import BootstrapSettings
+
+    table = base_table()
+    a_report = report_for(table, "a", "e", "d" * 64, "m1", "/m")
+    b_report = report_for(table, "b", "e", "d" * 64, "m2", "/m")
+    a_report["estimates"]["only_a"] = mean("sim").to_json()
+    b_report["estimates"]["only_b"] = mean("sim").to_json()
+    b_report["estimates"]["no_column"] = mean("missing").to_json()
+    a_report["estimates"]["no_column"] = mean("missing").to_json()
+    b_report["estimates"]["clip_score"] = Estimate("median", ("sim",)).to_json()
+    a = RunData("a" * 32, "a", "0", a_report, table)
+    b = RunData("b" * 32, "b", "0", b_report, table.copy())
+    pair = compare_runs(a, b, BootstrapSettings(resamples=100), permutations=99)
+    assert [m.metric for m in pair.metrics] == ["i2t_recall_at_1", "i2t_mean_rank"]
+    assert pair.not_compared == {
+        "clip_score": "computed differently (mean(sim) vs median(sim))",
+        "only_a": "only the baseline run has it", "only_b": "only the candidate run has it",
+        "no_column": "per-sample column(s) missing: missing"}
+    document = pair.to_json()
+    assert document["not_compared"] == pair.not_compared
+    assert document["same_dataset"] and not document["forced"]
