@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, runtime
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks.comparison import (
@@ -32,11 +32,7 @@ from tasks.config import GateRule, StatisticsConfig
 from tasks.gate import GATE_TAG, GateFailed, GateResult, check_rules, text_lines
 from tasks.stats.bootstrap import BootstrapSettings
 from tasks.tracking import mlflow_log as ml
-
-
-def flow_run_ids() -> dict[str, str]:
-    flow_run_id = runtime.flow_run.id
-    return {"id": str(flow_run_id), "name": str(runtime.flow_run.name)} if flow_run_id else {}
+from tasks.tracking.run import flow_run_ids
 
 
 def comparison_tags(runs: list[RunData], gates: list[GateResult] | None) -> dict[str, str]:

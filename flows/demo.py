@@ -35,6 +35,9 @@ HEADLINES = {
     "vqa": ["vqa_accuracy", "vqa_accuracy.answer_type.other", "vqa_accuracy.answer_type.yes_no"],
 }
 BEST_CLIP = "clip-tiny-long"
+OTHER_CLIP = "clip-tiny-short"
+# The regression gate of the demo: no significant drop of either direction's R@1.
+GATE_RULES = [{"metric": "i2t_recall_at_1"}, {"metric": "t2i_recall_at_1"}]
 
 
 def _config(name: str, fields: dict[str, Any], overrides: list[str]) -> EvalConfig:
@@ -153,10 +156,43 @@ def demo(overrides: list[str] | None = None, root: str | None = None,
     retrieval = [evaluate(config) for config in retrieval_configs(assets, overrides)]
     others = [(config.task.value, evaluate(config))
               for config in other_task_configs(assets, overrides)]
-    lines = comparison_table(retrieval) + [""] + task_table(others)
+    gates = gate_decisions(retrieval)
+    lines = comparison_table(retrieval) + [""] + task_table(others) + [""] + gate_lines(gates)
     create_markdown_artifact("```\n" + "\n".join(lines) + "\n```", key="bifocal-demo",
                              description="Demo results")
-    return {"retrieval": retrieval, "tasks": others}
+    return {"retrieval": retrieval, "tasks": others, "gates": gates}
+
+
+def gate_decisions(retrieval: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The gate both ways between the two CLIPs: each as the candidate against the other."""
+    from flows.compare import compare
+    from tasks.config import GateRule
+
+    runs = {r["run_name"].split("@")[0]: r for r in retrieval}
+    if {BEST_CLIP, OTHER_CLIP} - set(runs):
+        return []
+    rules = [GateRule(**rule) for rule in GATE_RULES]
+    decisions = []
+    for baseline, candidate in ((OTHER_CLIP, BEST_CLIP), (BEST_CLIP, OTHER_CLIP)):
+        result = compare(runs=[runs[baseline]["mlflow_run_id"], runs[candidate]["mlflow_run_id"]],
+                         tracking_uri=runs[baseline]["tracking_uri"], gate=rules,
+                         fail_on_gate=False)
+        decisions.append({"baseline": baseline, "candidate": candidate,
+                          "gate": result["gates"][0], "comparison_run": result["mlflow_run_id"]})
+    return decisions
+
+
+def gate_lines(decisions: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for decision in decisions:
+        gate = decision["gate"]
+        lines.append(f"{decision['candidate']} replacing {decision['baseline']}: gate "
+                     f"{gate['status'].upper()} (comparison run {decision['comparison_run']})")
+        for rule in gate["rules"]:
+            lines.append(f"  {'held  ' if rule['held'] else 'FAILED'} {rule['metric']}: delta "
+                         f"{rule['delta']:+.3f} [{rule['ci_low']:+.3f}, {rule['ci_high']:+.3f}],"
+                         f" p_holm {rule['p_holm']:.2g}")
+    return lines
 
 
 def run_demo(overrides: list[str] | None = None, root: str | None = None) -> dict[str, Any]:
@@ -172,6 +208,9 @@ def run_demo(overrides: list[str] | None = None, root: str | None = None) -> dic
             print("\n".join(lines))
     print("\nOther task kinds on the same benchmark\n")
     print("\n".join(task_table(results["tasks"])))
+    if results["gates"]:
+        print("\nRegression gate (no significant drop of i2t or t2i R@1), both ways\n")
+        print("\n".join(gate_lines(results["gates"])))
     tracking = results["retrieval"][0]["tracking_uri"] if results["retrieval"] else ""
     print(f"\nOpen the MLflow UI: .venv/bin/mlflow ui --backend-store-uri {tracking}")
     return results

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from prefect import flow, get_run_logger, runtime
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.config import EvalConfig
@@ -27,7 +27,13 @@ from tasks.steps import (
     track_results,
 )
 from tasks.tracking import mlflow_log as ml
-from tasks.tracking.run import default_run_name, runtime_params, start_tags, tracked_run
+from tasks.tracking.run import (
+    default_run_name,
+    flow_run_ids,
+    runtime_params,
+    start_tags,
+    tracked_run,
+)
 
 T = TypeVar("T")
 
@@ -79,11 +85,6 @@ def run_stages(config: EvalConfig, uri: str, run_id: str, run_name: str) -> dict
             "metrics": scores.metrics, "counts": report["counts"], "report": report_uri,
             "inference_cache": report["inference_cache"], "warnings": report["warnings"],
             "gate": gate}
-
-
-def flow_run_ids() -> dict[str, str]:
-    flow_run_id = runtime.flow_run.id
-    return {"id": str(flow_run_id), "name": str(runtime.flow_run.name)} if flow_run_id else {}
 
 
 @flow(name="evaluate", log_prints=True)

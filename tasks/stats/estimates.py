@@ -201,5 +201,9 @@ def interval_metrics(table: pd.DataFrame, estimates: dict[str, Estimate],
     return out
 
 
+INTERVAL_SUFFIXES = ("_ci_low", "_ci_high")
+
+
 def is_interval_key(key: str) -> bool:
-    return key.endswith(("_ci_low", "_ci_high"))
+    """Interval bounds (``<metric>_ci_low`` / ``_ci_high``) are not metrics of their own."""
+    return key.endswith(INTERVAL_SUFFIXES)

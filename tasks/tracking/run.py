@@ -20,6 +20,14 @@ def default_run_name(config: EvalConfig) -> str:
     return config.tracking.run_name or f"{model}@{data}"
 
 
+def flow_run_ids() -> dict[str, str]:
+    """The current Prefect flow run's id and name (empty outside a flow run)."""
+    from prefect import runtime
+
+    flow_run_id = runtime.flow_run.id
+    return {"id": str(flow_run_id), "name": str(runtime.flow_run.name)} if flow_run_id else {}
+
+
 def start_tags(config: EvalConfig, code_version: str, flow_run: dict[str, str] | None = None
                ) -> dict[str, str]:
     """Task, model path, inference code version, git commit, package versions, Prefect ids."""

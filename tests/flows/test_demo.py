@@ -28,3 +28,10 @@ def test_demo_flow_runs_every_task_kind(prefect_harness, tmp_path: Path, monkeyp
         assert HEADLINES[kind][0] in result["metrics"], kind
         assert Path(result["report"], "report.json").is_file()
     assert (tmp_path / "mlflow.db").is_file()
+    gates = {(g["candidate"], g["baseline"]): g["gate"] for g in results["gates"]}
+    assert set(gates) == {("clip-tiny-long", "clip-tiny-short"),
+                          ("clip-tiny-short", "clip-tiny-long")}
+    for gate in gates.values():  # the decision follows the rules on the measured deltas
+        failed = [r for r in gate["rules"] if r["drop"] > r["allowed_drop"]
+                  and r["p_holm"] < r["alpha"]]
+        assert gate["status"] == ("failed" if failed else "passed")
