@@ -105,7 +105,7 @@ def compare(runs: list[str], filter_string: str | None = None,
                           description=f"Paired comparison against {loaded[0].run_name}")
     create_markdown_artifact(markdown + f"\n\nMLflow run `{run_id}`: {ml.run_link(uri, run_id)}",
                              key="bifocal-comparison-summary", description="Paired comparison")
-    logger.info("comparison run %s (%.1f s)\n%s", run_id, time.perf_counter() - started, text)
+    logger.info("comparison run %s (%.1f s)", run_id, time.perf_counter() - started)
     result = document | {"mlflow_run_id": run_id, "tracking_uri": uri, "text": text}
     if gates is not None and fail_on_gate:
         failed = [g for g in gates if not g.passed]
