@@ -71,44 +71,70 @@ def compare_runs(a: RunData, b: RunData, settings: BootstrapSettings,
                  ) -> PairComparison:
     """B against A on the rows both scored; refuses different datasets unless ``force``.
     ``only`` restricts the compared metrics (the Holm family) to these keys."""
+    key = _check_comparable(a, b)
+    table_a, table_b = _keyed(a.table, key), _keyed(b.table, key)
+    rows_a, rows_b = align(table_a, table_b, key)
+    rows = {"baseline_scored": _scored_count(table_a, key),
+            "candidate_scored": _scored_count(table_b, key), "compared": len(rows_a)}
+    same = a.dataset_fingerprint is not None and a.dataset_fingerprint == b.dataset_fingerprint
+    notes = _row_notes(a, b, rows, same, force)
+    estimates, not_compared, estimate_notes = common_estimates(a, b, rows_a, rows_b)
+    estimates = _selected(a, b, estimates, not_compared, only)
+    directions = b.higher_is_better | a.higher_is_better
+    results = compare_tables(rows_a, rows_b, estimates, directions, settings, permutations)
+    headline = _headline(a, b, estimates)
+    changed = None
+    if headline is not None:
+        changed = changed_rows(rows_a, rows_b, key, headline, estimates[headline],
+                               directions.get(headline, not headline.endswith("_rank")))
+    return PairComparison(a.summary(), b.summary(), key, rows, same, not same, results,
+                          not_compared, notes + estimate_notes, headline, changed, alpha)
+
+
+def _check_comparable(a: RunData, b: RunData) -> str:
+    """The shared row key of two runs of the same task."""
     if a.task and b.task and a.task != b.task:
         raise ComparisonError(f"{label(a)} is a {a.task} run and {label(b)} a {b.task} run: "
                               "only runs of the same task can be compared")
     if a.row_key != b.row_key:
         raise ComparisonError(f"row keys differ ({a.row_key} vs {b.row_key}): the per-sample "
                               "tables cannot be aligned")
-    key = a.row_key
     for run in (a, b):
-        if key not in run.table.columns:
-            raise ComparisonError(f"per_sample.parquet of {label(run)} has no {key!r} column")
-    table_a, table_b = _keyed(a.table, key), _keyed(b.table, key)
-    rows_a, rows_b = align(table_a, table_b, key)
-    rows = {"baseline_scored": _scored_count(table_a, key),
-            "candidate_scored": _scored_count(table_b, key), "compared": len(rows_a)}
-    fp_a, fp_b = a.dataset_fingerprint, b.dataset_fingerprint
-    same = fp_a is not None and fp_a == fp_b
+        if a.row_key not in run.table.columns:
+            raise ComparisonError(f"per_sample.parquet of {label(run)} has no {a.row_key!r} "
+                                  "column")
+    return a.row_key
+
+
+def _row_notes(a: RunData, b: RunData, rows: dict[str, int], same: bool, force: bool
+               ) -> list[str]:
+    """Refuses different datasets unless forced; says which rows were compared and why."""
+    scored = (f"(baseline scored {rows['baseline_scored']}, candidate "
+              f"{rows['candidate_scored']})")
     notes: list[str] = []
     if not same:
-        where = (f"dataset fingerprints differ (baseline {_short(fp_a)}, candidate "
-                 f"{_short(fp_b)})")
+        where = (f"dataset fingerprints differ (baseline {_short(a.dataset_fingerprint)}, "
+                 f"candidate {_short(b.dataset_fingerprint)})")
         if not force:
             raise ComparisonError(
                 f"{label(a)} and {label(b)} were not evaluated on the same dataset: {where}. "
                 f"A paired comparison needs the same items; force it (--force) to compare the "
                 f"{rows['compared']} rows both runs scored.")
         notes.append(f"{where}; forced: compared only the {rows['compared']} rows scored in "
-                     f"both runs (baseline scored {rows['baseline_scored']}, candidate "
-                     f"{rows['candidate_scored']})")
+                     f"both runs {scored}")
     elif rows["compared"] < max(rows["baseline_scored"], rows["candidate_scored"]):
         notes.append(f"rows scored in only one run were left out: compared {rows['compared']} "
-                     f"(baseline scored {rows['baseline_scored']}, candidate "
-                     f"{rows['candidate_scored']})")
+                     f"{scored}")
     if rows["compared"] == 0:
-        raise ComparisonError(f"no {key} is scored in both {label(a)} and {label(b)}")
+        raise ComparisonError(f"no {a.row_key} is scored in both {label(a)} and {label(b)}")
     if a.model_fingerprint and a.model_fingerprint == b.model_fingerprint:
         notes.append("both runs evaluated the same model weights (same model fingerprint)")
-    estimates, not_compared, estimate_notes = common_estimates(a, b, rows_a, rows_b)
-    notes += estimate_notes
+    return notes
+
+
+def _selected(a: RunData, b: RunData, estimates: dict[str, Estimate],
+              not_compared: dict[str, str], only: list[str] | None) -> dict[str, Estimate]:
+    """The metrics to compare (``only`` of them when given); an error when none is left."""
     if only is not None:
         estimates = {k: v for k, v in estimates.items() if k in only}
         if not estimates:
@@ -119,15 +145,7 @@ def compare_runs(a: RunData, b: RunData, settings: BootstrapSettings,
         raise ComparisonError(f"{label(a)} and {label(b)} share no metric that can be "
                               f"recomputed from per-sample rows ({reasons}); report.json needs "
                               "\"estimates\" (re-run the evaluation with this version)")
-    directions = b.higher_is_better | a.higher_is_better
-    results = compare_tables(rows_a, rows_b, estimates, directions, settings, permutations)
-    headline = _headline(a, b, estimates)
-    changed = None
-    if headline is not None:
-        changed = changed_rows(rows_a, rows_b, key, headline, estimates[headline],
-                               directions.get(headline, not headline.endswith("_rank")))
-    return PairComparison(a.summary(), b.summary(), key, rows, same, not same, results,
-                          not_compared, notes, headline, changed, alpha)
+    return estimates
 
 
 def _keyed(table: pd.DataFrame, key: str) -> pd.DataFrame:
