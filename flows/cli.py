@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from flows.settings import apply_defaults
@@ -32,14 +36,16 @@ def _print_summary(result: dict) -> None:
         for line in _promoted(result["gate"]):
             print(f"  {line}")
     print(f"  report: {result['report']}")
+    if result.get("spooled"):
+        print(f"  {result['spooled']}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tasks.config_io import load_config
-    from tasks.plan import check_config
+    from tasks.plan import check_config, check_inputs
 
-    config = load_config(args.config, args.set)
+    config = _load_config(args.config, args.set)
     check_config(config)
+    check_inputs(config)  # the dataset file and the checkpoint, before a Prefect server starts
     from flows.evaluate import evaluate
     from tasks.gate import GateFailed
 
@@ -50,6 +56,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not isinstance(error.result, dict):
             raise
         result, failed = error.result, error
+    from tasks.tracking.mlflow_log import spool_notice
+
+    if notice := spool_notice(result["mlflow_run_id"]):  # MLflow went away: results spooled
+        result = {**result, "spooled": notice}
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
@@ -57,6 +67,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     if failed is not None:
         raise failed
     return 0
+
+
+def _load_config(path: str, overrides: list[str]) -> Any:
+    import yaml
+
+    from tasks.config_io import ConfigError, load_config, parse_override
+
+    for text in overrides:  # a value is parsed as YAML: name the override that is not
+        try:
+            parse_override(text)
+        except yaml.YAMLError as error:
+            problem = " ".join(str(error).split())
+            raise ConfigError(f"override {text!r}: the value is not valid YAML ({problem})"
+                              ) from None
+    try:
+        return load_config(path, overrides)
+    except UnicodeDecodeError as error:  # e.g. a spreadsheet or a binary file given as config
+        raise ConfigError(f"cannot read config {path}: not UTF-8 text ({error.reason} at byte "
+                          f"{error.start}); a config is a YAML file") from None
 
 
 def _promoted(gate: dict[str, Any]) -> list[str]:
@@ -75,6 +104,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from tasks.config import StatisticsConfig
     from tasks.config_io import format_validation_error
     from tasks.gate import GateFailed, parse_rule
+    from tasks.secrets import split_tracking_uri
 
     rules = [parse_rule(text) for text in args.gate]
     try:
@@ -87,7 +117,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     failed: GateFailed | None = None
     try:
         result = compare(runs=args.runs, filter_string=args.filter,
-                         tracking_uri=args.tracking_uri, statistics=statistics,
+                         # credentials go to MLflow's environment, never into the flow
+                         # parameters Prefect stores
+                         tracking_uri=split_tracking_uri(args.tracking_uri),
+                         statistics=statistics,
                          permutations=args.permutations, alpha=args.alpha, force=args.force,
                          gate=rules or None)
     except GateFailed as error:
@@ -234,8 +267,75 @@ def cmd_score_classification(args: argparse.Namespace) -> int:
                          classification_inputs(args.predictions, args.labels, names), [], args)
 
 
+def cmd_runs_cleanup(args: argparse.Namespace) -> int:
+    """End runs left RUNNING by a dead process KILLED (their Prefect flow runs Crashed) and
+    remove stale inference-cache staging folders; exit status 0."""
+    from tasks.maintenance import cleanup
+    from tasks.tracking import mlflow_log as ml
+
+    report = cleanup(ml.tracking_uri(args.tracking_uri), experiments=args.experiment or None,
+                     older_than=args.older_than, work_dirs=args.work_dir, dry_run=args.dry_run)
+    print(json.dumps(report.to_json(), indent=2) if args.json else "\n".join(report.lines()))
+    return 0
+
+
+def cmd_runs_flush(args: argparse.Namespace) -> int:
+    from tasks.tracking.flush import flush
+    from tasks.tracking.spool import spool_root
+
+    results = flush(args.work_dir, args.tracking_uri)
+    if not results:
+        print(f"nothing spooled under {spool_root(args.work_dir)}")
+    for result in results:
+        print(f"{result.status}: {result.message}")
+    return 0 if all(r.status == "flushed" for r in results) else 1
+
+
+def add_runs_commands(commands: Any) -> None:
+    """``bifocal runs ...``: housekeeping of MLflow runs and their leftovers."""
+    runs = commands.add_parser("runs", help="housekeeping of evaluation runs")
+    actions = runs.add_subparsers(dest="runs_command", required=True)
+    cleanup = actions.add_parser(
+        "cleanup", help="end runs of killed processes KILLED, remove stale cache staging folders",
+        description="A RUNNING run is dead when its process (tags bifocal.pid/bifocal.host) is "
+        "gone from this machine, or, for another machine's run, when its bifocal.heartbeat is "
+        "older than --older-than (default 900 s). Dead runs end KILLED with the tag "
+        "bifocal.error, their Prefect flow runs (tag prefect.flow_run_id) are set Crashed on "
+        "the Prefect API ($PREFECT_API_URL, else a temporary server on this machine's Prefect "
+        "database).")
+    cleanup.add_argument("--experiment", action="append", default=[], metavar="NAME",
+                         help="only this experiment (repeatable; default all)")
+    cleanup.add_argument("--tracking-uri", default=None, metavar="URI",
+                         help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else "
+                         "sqlite:///mlflow.db)")
+    cleanup.add_argument("--older-than", type=float, default=None, metavar="SECONDS",
+                         help="heartbeat age limit for runs of other machines (default 900); "
+                         "given, it also ends runs without owner tags started longer ago, and "
+                         "removes staging folders of unknown writers this old (default 1 day)")
+    cleanup.add_argument("--work-dir", action="append", default=[], metavar="DIR",
+                         help="work_dir whose cache/inference staging folders are checked "
+                         "(repeatable)")
+    cleanup.add_argument("--dry-run", action="store_true", help="only list what would be done")
+    cleanup.add_argument("--json", action="store_true", help="print the result as JSON")
+    cleanup.set_defaults(handler=cmd_runs_cleanup)
+    flush = actions.add_parser(
+        "flush", help="send results spooled while MLflow was unreachable; exit status 1 when "
+        "some could not be sent (they stay spooled)",
+        description="Replays WORK_DIR/spool/<run_id>/ in order (metrics, params, tags, tables, "
+        "artifacts, dataset inputs), ends each run with its recorded status (FAILED when none "
+        "was recorded) and removes what was sent.")
+    flush.add_argument("--work-dir", default=None, metavar="DIR",
+                       help="the evaluation's work_dir (default .bifocal/work)")
+    flush.add_argument("--tracking-uri", default=None, metavar="URI",
+                       help="MLflow tracking URI (default: the one each run was started with)")
+    flush.set_defaults(handler=cmd_runs_flush)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bifocal", description=__doc__)
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks: with the error line, and in Prefect's task and "
+                        "flow failure logs (expected errors print one line without)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the evaluate flow on a YAML config")
@@ -335,24 +435,80 @@ def build_parser() -> argparse.ArgumentParser:
     classification.add_argument("--classes", default=None,
                                 help="comma-separated class names (default: labels + predictions)")
     classification.set_defaults(handler=cmd_score_classification)
+    add_runs_commands(commands)
     return parser
 
 
+def expected_error(error: BaseException) -> bool:
+    """An error this project raises on purpose about its inputs (``ConfigError``,
+    ``DataError``, ``ModelError``, ``InputFileError``, ``ComparisonError``, ...: ValueError
+    subclasses defined in ``tasks``/``flows``): reported as one line, without a traceback."""
+    return (isinstance(error, ValueError)
+            and type(error).__module__.split(".")[0] in ("tasks", "flows"))
+
+
+class _ExpectedErrorTraceback(logging.Filter):
+    """Drops the traceback from Prefect's "Task run failed with exception ..." and "Encountered
+    exception during execution ..." logs when the error is an expected one; the one-line log
+    message stays (console and Prefect API), and the CLI ends with the error line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None \
+                and expected_error(record.exc_info[1]):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+PREFECT_RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
+
+
+@contextmanager
+def quiet_expected_errors(enabled: bool = True) -> Iterator[None]:
+    """While a command runs: no tracebacks in Prefect's task/flow run failure logs for
+    expected errors (``--debug`` keeps them)."""
+    if not enabled:
+        yield
+        return
+    quiet = _ExpectedErrorTraceback()
+    loggers = [logging.getLogger(name) for name in PREFECT_RUN_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)
+
+
+def one_line(error: BaseException) -> str:
+    """The error message on one line: a multi-line one (several config problems under
+    "invalid configuration:") is joined with "; "."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    head, rest = lines[0], lines[1:]
+    if rest and head.endswith(":"):
+        return f"{head} {'; '.join(rest)}"
+    return "; ".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 0; 2 with one line ``bifocal: error: ...`` on stderr for an invalid config,
+    dataset, checkpoint or input file (``--debug`` adds the traceback); 3 when a gate fails."""
     apply_defaults()
     args = build_parser().parse_args(argv)
-    from tasks.config_io import ConfigError
-    from tasks.data.base import DataError
     from tasks.gate import GateFailed
-    from tasks.models.base import ModelError
 
     try:
-        return args.handler(args)
+        with quiet_expected_errors(enabled=not args.debug):
+            return args.handler(args)
     except GateFailed as error:  # the evaluation or comparison ran; a gate rule failed
         print(f"bifocal: {error}", file=sys.stderr)
         return 3
-    except (ConfigError, DataError, ModelError, ValueError) as error:
-        print(f"bifocal: error: {error}", file=sys.stderr)
+    except ValueError as error:  # ConfigError, DataError, ModelError, InputFileError, ...
+        if args.debug:
+            traceback.print_exc()
+        print(f"bifocal: error: {error if args.debug else one_line(error)}", file=sys.stderr)
         return 2
 
 

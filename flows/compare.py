@@ -30,6 +30,7 @@ from tasks.comparison import (
 )
 from tasks.config import GateRule, StatisticsConfig
 from tasks.gate import GATE_TAG, GateFailed, GateResult, check_rules, text_lines
+from tasks.secrets import redact_text, redact_url
 from tasks.stats.bootstrap import BootstrapSettings
 from tasks.tracking import mlflow_log as ml
 from tasks.tracking.run import flow_run_ids
@@ -60,7 +61,8 @@ def log_comparison(uri: str, runs: list[RunData], pairs: list[PairComparison],
             (Path(folder) / "comparison.md").write_text(markdown)
             ml.log_artifacts(uri, run_id, Path(folder), artifact_path="comparison")
     except BaseException as error:  # never leave the run RUNNING
-        ml.set_tags(uri, run_id, {"bifocal.error": f"{type(error).__name__}: {error}"[:5000]})
+        message = redact_text(f"{type(error).__name__}: {error}")
+        ml.set_tags(uri, run_id, {"bifocal.error": message[:5000]})
         ml.end_run(uri, run_id, "FAILED")
         raise
     ml.end_run(uri, run_id, "FINISHED")
@@ -106,7 +108,7 @@ def compare(runs: list[str], filter_string: str | None = None,
     create_markdown_artifact(markdown + f"\n\nMLflow run `{run_id}`: {ml.run_link(uri, run_id)}",
                              key="bifocal-comparison-summary", description="Paired comparison")
     logger.info("comparison run %s (%.1f s)", run_id, time.perf_counter() - started)
-    result = document | {"mlflow_run_id": run_id, "tracking_uri": uri, "text": text}
+    result = document | {"mlflow_run_id": run_id, "tracking_uri": redact_url(uri), "text": text}
     if gates is not None and fail_on_gate:
         failed = [g for g in gates if not g.passed]
         if failed:

@@ -16,6 +16,7 @@ from tasks.gate import GateFailed
 from tasks.kinds import kind_code_version
 from tasks.plan import check_config
 from tasks.report.summary import build_report, summary_markdown
+from tasks.secrets import redact_text, redact_url
 from tasks.steps import (
     export_report,
     gate_step,
@@ -29,6 +30,7 @@ from tasks.steps import (
 from tasks.tracking import mlflow_log as ml
 from tasks.tracking.run import (
     default_run_name,
+    end_dead_runs,
     flow_run_ids,
     runtime_params,
     start_tags,
@@ -81,7 +83,8 @@ def run_stages(config: EvalConfig, uri: str, run_id: str, run_name: str) -> dict
     create_markdown_artifact(summary_markdown(report, ml.run_link(uri, run_id), report_uri),
                              key="bifocal-evaluation", description="Evaluation summary")
     gate = gate_step(config, uri, run_id) if config.gate is not None else None
-    return {"mlflow_run_id": run_id, "run_name": run_name, "tracking_uri": uri,
+    # what the CLI prints and Prefect may keep: the tracking URI without credentials
+    return {"mlflow_run_id": run_id, "run_name": run_name, "tracking_uri": redact_url(uri),
             "metrics": scores.metrics, "counts": report["counts"], "report": report_uri,
             "inference_cache": report["inference_cache"], "warnings": report["warnings"],
             "gate": gate}
@@ -92,6 +95,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     """Evaluate one model on one dataset; one MLflow run; returns metrics and where things are."""
     kind = check_config(config)
     uri = ml.tracking_uri(config.tracking.tracking_uri)
+    for line in end_dead_runs(uri, config.tracking.experiment):  # runs of killed processes
+        get_run_logger().warning("%s", redact_text(line))  # errors may quote the URI
     run_name = default_run_name(config)
     tags = start_tags(config, kind_code_version(kind), flow_run_ids())
     with tracked_run(uri, config, run_name, tags) as run_id:

@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.evaluate import evaluate, flow_run_ids
 from tasks.config import EvalConfig
+from tasks.secrets import redact_text, redact_url
 from tasks.suite import (
     Outcome,
     SuiteConfig,
@@ -74,7 +75,7 @@ def run_evaluations(config: SuiteConfig, pairs: list[tuple[str, EvalConfig]], ur
         try:
             result = evaluate.with_options(flow_run_name=label)(child)
         except Exception as error:
-            message = f"{type(error).__name__}: {error}"
+            message = redact_text(f"{type(error).__name__}: {error}")  # may quote a URI
             run_id = _new_child_run(uri, parent, known)
             known |= {run_id} if run_id else set()
             logger.error("evaluation %s failed: %s", label, message)
@@ -104,7 +105,7 @@ def publish(config: SuiteConfig, outcomes: list[Outcome], uri: str, parent: str
     failures = [{"label": o.label, "model": split_label(o.label)[0],
                  "dataset": split_label(o.label)[1], "error": o.error,
                  "mlflow_run_id": o.mlflow_run_id} for o in outcomes if o.status == "failed"]
-    return {"name": config.name, "mlflow_run_id": parent, "tracking_uri": uri,
+    return {"name": config.name, "mlflow_run_id": parent, "tracking_uri": redact_url(uri),
             "leaderboard": leaderboard_records(frame),
             "higher_is_better": frame.attrs["higher_is_better"], "failures": failures,
             "skipped": [o.label for o in outcomes if o.status == "skipped"]}
@@ -123,7 +124,8 @@ def suite(config: SuiteConfig) -> dict[str, Any]:
         ml.log_params(uri, parent, suite_params(config, pairs))
         result = publish(config, run_evaluations(config, pairs, uri, parent), uri, parent)
     except BaseException as error:  # never leave the suite's run RUNNING
-        ml.set_tags(uri, parent, {"bifocal.error": f"{type(error).__name__}: {error}"[:5000]})
+        message = redact_text(f"{type(error).__name__}: {error}")
+        ml.set_tags(uri, parent, {"bifocal.error": message[:5000]})
         ml.end_run(uri, parent, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
     ml.log_metrics(uri, parent, {"wall_time_s": time.perf_counter() - started})

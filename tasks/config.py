@@ -2,7 +2,8 @@
 and the Prefect UI form. Choices are Literals/enums and every field has a description, because
 Prefect renders this model as the run form.
 
-This module is the schema only and imports nothing of the project: names that live in the
+This module is the schema only and imports nothing of the project but ``tasks.secrets`` (which
+keeps credentials out of the config, see README "Secrets"): names that live in the
 registries (model kind, data source, metrics) and rules across them are checked by
 ``tasks.plan.check_config``, which the CLI and every flow call first. Reading YAML, overrides
 and flattening for MLflow are in ``tasks.config_io``.
@@ -14,7 +15,9 @@ import re
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tasks.secrets import externalize_secrets, split_tracking_uri, url_credential_paths
 
 
 class TaskKind(StrEnum):
@@ -329,13 +332,22 @@ class ReportConfig(_Strict):
 class TrackingConfig(_Strict):
     experiment: str = Field("bifocal", description="MLflow experiment name.")
     tracking_uri: str | None = Field(
-        None, description="MLflow tracking URI; default: sqlite:///mlflow.db in the working dir."
+        None, description="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else "
+        "sqlite:///mlflow.db in the working dir. Credentials never stay here: http(s)://user:"
+        "password@host is stored as http(s)://host, the credentials moved into "
+        "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD; another URI with credentials is "
+        "moved into MLFLOW_TRACKING_URI (this field becomes null)."
     )
     run_name: str | None = Field(None, description="MLflow run name (default: model@dataset).")
     parent_run_id: str | None = Field(
         None, description="Set by suites: the MLflow run this evaluation is nested under (the "
         "child run gets the MLflow tag mlflow.parentRunId)."
     )
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _credentials_to_environment(cls, value: str | None) -> str | None:
+        return split_tracking_uri(value)
 
 
 class EvalConfig(_Strict):
@@ -346,7 +358,10 @@ class EvalConfig(_Strict):
         default_factory=list, description="Metric names from the registry; empty = all of the task."
     )
     metric_options: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Options per metric name, e.g. {retrieval: {ks: [1,5]}}."
+        default_factory=dict, description="Options per metric name, e.g. {retrieval: {ks: [1,5]}}. "
+        "A secret (a value under a key such as api_token or password, or a URL with credentials) "
+        "is moved into the environment variable BIFOCAL_SECRET_<METRIC>_<KEY> and replaced by "
+        "${env:BIFOCAL_SECRET_<METRIC>_<KEY>}; write ${env:NAME} to name your own variable."
     )
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     zero_shot: ZeroShotConfig = Field(
@@ -374,3 +389,19 @@ class EvalConfig(_Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     work_dir: str = Field(".bifocal/work", description="Run folders and the inference cache.")
     seed: int = Field(0, description="Global seed (sampling, generation).")
+
+    @field_validator("metric_options")
+    @classmethod
+    def _secrets_to_environment(cls, value: dict[str, dict[str, Any]]
+                                ) -> dict[str, dict[str, Any]]:
+        return externalize_secrets(value, "BIFOCAL_SECRET")
+
+    @model_validator(mode="after")
+    def _no_credentials(self) -> EvalConfig:
+        """The config is the flow's parameter, which Prefect stores: no URL credentials."""
+        found = url_credential_paths(self.model_dump(mode="json"))
+        if found:
+            raise ValueError(f"{', '.join(found)}: a URL with credentials (user:password@ or a "
+                             "secret query parameter such as token=) is not accepted in the "
+                             "configuration; give credentials through the environment")
+        return self

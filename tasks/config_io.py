@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from tasks.config import EvalConfig
+from tasks.secrets import redact
 
 
 class ConfigError(ValueError):
@@ -46,7 +47,10 @@ def format_validation_error(error: ValidationError) -> str:
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"]) or "config"
         message = item["msg"].removeprefix("Value error, ")
-        got = "" if item["type"] == "missing" else f" (got {item.get('input')!r})"
+        # the input may be the whole config: never echo a secret in the message
+        shown = redact(item.get("input"), key=where if item["loc"] else None)
+        whole = not item["loc"] and isinstance(shown, dict)  # the message names the field
+        got = "" if item["type"] == "missing" or whole else f" (got {shown!r})"
         lines.append(f"  {where}: {message}{got}")
     return "invalid configuration:\n" + "\n".join(lines)
 
@@ -78,7 +82,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> EvalCon
 
 
 def flatten(config: EvalConfig) -> dict[str, str]:
-    """Dotted key -> string value, for MLflow params."""
+    """Dotted key -> string value, for MLflow params; secrets redacted (``tasks.secrets``)."""
     out: dict[str, str] = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -90,5 +94,5 @@ def flatten(config: EvalConfig) -> dict[str, str]:
                 value, default_flow_style=True, width=10_000
             ).strip().removesuffix("...").strip()
 
-    walk("", config.model_dump(mode="json"))
+    walk("", redact(config.model_dump(mode="json")))
     return out

@@ -1,10 +1,14 @@
 """Thin Prefect task wrappers over the plain stage functions: retries, names, logging only.
 Retries are for stages whose errors can heal (reading a remote source, writing to S3 or the
-tracking server); inference and scoring are deterministic and fail once."""
+tracking server), and only for errors that can heal (``is_transient``): a broken manifest or a
+denied request fails at once. Inference and scoring are deterministic and fail once."""
 
 from __future__ import annotations
 
+import errno
 import re
+import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +41,77 @@ from tasks.tracking.storage import publish_folder
 # Inference has its own fingerprint cache (tasks/kinds/sharded.py); Prefect's input hashing of
 # configs and references would only add overhead.
 STAGE: dict[str, Any] = dict(cache_policy=NO_CACHE, persist_result=False)
-HEALING = dict(retries=2, retry_delay_seconds=[2, 10])
+
+# OSError numbers of a network or a busy resource; a missing file or a denied permission is not
+TRANSIENT_ERRNOS = frozenset({
+    errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EPIPE,
+    errno.EHOSTUNREACH, errno.EHOSTDOWN, errno.ENETUNREACH, errno.ENETDOWN, errno.ENETRESET,
+    errno.EAGAIN, errno.EBUSY,
+})
+# S3 error codes of throttling and server-side trouble (sent with 503/500 or, by some S3
+# servers, with 400)
+TRANSIENT_S3_CODES = frozenset({
+    "SlowDown", "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
+    "TooManyRequestsException", "RequestLimitExceeded", "RequestTimeout",
+    "RequestTimeoutException", "InternalError", "ServiceUnavailable", "PriorRequestNotComplete",
+})
 
 
-@task(name="demo-assets", retries=1)
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` can heal on a retry: a network error or timeout, a throttled or 5xx S3
+    or MLflow answer, a busy SQLite store -- also when it is the cause or context of the error
+    raised (``DataError("S3 request ... failed")`` while handling a 503). Configuration, data and
+    model errors are permanent."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _transient(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _transient(error: BaseException) -> bool:
+    if isinstance(error, ConnectionError | TimeoutError):
+        return True
+    if isinstance(error, OSError) and error.errno in TRANSIENT_ERRNOS:
+        return True
+    if isinstance(error, sqlite3.OperationalError):
+        return "locked" in str(error) or "busy" in str(error)
+    if _instance_of(error, "requests.exceptions", "ConnectionError", "Timeout"):
+        return True
+    if _instance_of(error, "botocore.exceptions", "ConnectionError", "HTTPClientError"):
+        return True  # EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ...
+    if _instance_of(error, "botocore.exceptions", "ClientError"):
+        response = getattr(error, "response", None) or {}
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        code = str(response.get("Error", {}).get("Code", ""))
+        return status >= 500 or status == 429 or code in TRANSIENT_S3_CODES
+    if _instance_of(error, "mlflow.exceptions", "RestException"):
+        status = error.get_http_status_code()  # type: ignore[attr-defined]
+        return status >= 500 or status == 429
+    return False
+
+
+def _instance_of(error: BaseException, module: str, *names: str) -> bool:
+    """isinstance against a library's exception classes, without importing the library: an
+    error of a library that is not loaded cannot be one of its classes."""
+    loaded = sys.modules.get(module)
+    classes = tuple(getattr(loaded, name) for name in names if hasattr(loaded, name))
+    return bool(classes) and isinstance(error, classes)
+
+
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry only errors that can heal (``is_transient``)."""
+    error = getattr(state, "data", None)
+    return isinstance(error, BaseException) and is_transient(error)
+
+
+HEALING = dict(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_transient)
+
+
+@task(name="demo-assets", retries=1, retry_condition_fn=retry_transient)
 def build_demo_assets(root: str | None, demo_config: Any = None) -> Any:
     """Synthetic benchmark + trained demo models; reused when already built."""
     from tasks.demo import ensure_demo_assets

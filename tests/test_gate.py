@@ -200,6 +200,8 @@ def store(tmp_path: Path) -> str:
 def gated_config(tmp_path: Path, store: str, baseline: str, **gate) -> EvalConfig:
     model = tmp_path / "checkpoints" / "clip"
     model.mkdir(parents=True, exist_ok=True)
+    # `bifocal run` checks the manifest before the flow starts (images are not opened there)
+    (tmp_path / "d.jsonl").write_text('{"image": "a.png", "captions": ["x"]}\n')
     return build_config({
         "model": {"path": str(model)}, "dataset": {"path": str(tmp_path / "d.jsonl")},
         "tracking": {"tracking_uri": store, "experiment": "evals"},

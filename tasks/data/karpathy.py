@@ -16,6 +16,7 @@ import pandas as pd
 
 from tasks.config import DatasetConfig
 from tasks.data.base import DataError, RawTable, register_source
+from tasks.io import MAX_MANIFEST_BYTES, FileRefused, error_text, read_regular_file
 
 PROTOCOLS: dict[tuple[str, str], dict[str, Any]] = {
     ("coco", "test"): {"name": "COCO Karpathy test", "images": 5000, "texts": 25010},
@@ -25,12 +26,18 @@ PROTOCOLS: dict[tuple[str, str], dict[str, Any]] = {
 
 def read_split_file(path: Path) -> dict[str, Any]:
     """The parsed JSON, or a DataError saying what is wrong with it."""
-    if not path.is_file():
-        raise DataError(f"Karpathy split file not found: {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise DataError(f"cannot read Karpathy split file {path}: {error}") from None
+        text = read_regular_file(path, MAX_MANIFEST_BYTES, "MAX_MANIFEST_BYTES")
+    except FileNotFoundError:
+        raise DataError(f"Karpathy split file not found: {path}") from None
+    except FileRefused as error:
+        raise DataError(f"Karpathy split file {path} {error}") from None
+    except OSError as error:
+        raise DataError(f"cannot read Karpathy split file {path}: {error_text(error)}") from None
+    try:
+        data = json.loads(text.decode("utf-8-sig"))
+    except ValueError as error:  # UnicodeDecodeError and JSONDecodeError included
+        raise DataError(f"cannot read Karpathy split file {path}: {error_text(error)}") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError(f"{path} is not a Karpathy split file: expected a JSON object with an "
                         "'images' list")
@@ -43,12 +50,21 @@ def dataset_name(data: dict[str, Any], path: Path) -> str:
     return str(name).lower()
 
 
+def _joined(tokens: Any) -> Any:
+    """The tokens of a sentence joined by spaces, or the value itself when it is not a list of
+    strings."""
+    if isinstance(tokens, list) and all(isinstance(t, str) for t in tokens):
+        return " ".join(tokens)
+    return tokens
+
+
 def image_row(entry: dict[str, Any]) -> dict[str, Any]:
     filename = entry["filename"]
     image = f"{entry['filepath']}/{filename}" if entry.get("filepath") else filename
     item_id = next((entry[k] for k in ("cocoid", "imgid") if entry.get(k) is not None), filename)
     sentences = [s for s in entry.get("sentences") or [] if isinstance(s, dict)]
-    captions = [str(s.get("raw") or " ".join(s.get("tokens") or [])).strip() for s in sentences]
+    # raw values as they are: normalize rejects a caption that is not text
+    captions = [s["raw"] if s.get("raw") else _joined(s.get("tokens")) for s in sentences]
     return {"id": str(item_id), "image": image, "captions": captions, "split": str(entry["split"])}
 
 

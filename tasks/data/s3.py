@@ -29,7 +29,10 @@ import pandas as pd
 from tasks.config import DatasetConfig
 from tasks.data.base import DataError, RawTable, _item_id, _reject, register_source
 from tasks.data.manifest import read_manifest, select_split
-from tasks.io import s3_client, split_s3
+from tasks.io import (
+    s3_client,  # retries with backoff, timeouts
+    split_s3,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -178,12 +181,15 @@ def fetch_images(client: Any, bucket: str, keys: dict[str, str], cache: Path
 
 def reject_missing(rows: pd.DataFrame, config: DatasetConfig, missing: dict[str, str]
                    ) -> tuple[pd.DataFrame, list[dict]]:
-    """Drop the rows of images that could not be fetched; one reject per image."""
+    """Drop the rows of images that could not be fetched; one reject per image, standing for
+    all of that image's rows (``rows``)."""
     image_col = config.columns.image
     gone = rows[image_col].isin(list(missing))
     firsts = rows[gone].drop_duplicates(image_col)
+    sizes = rows[gone].groupby(image_col, sort=False).size()
     rejects = [_reject(row, _item_id(record, config.columns.id, row), "item",
-                       f"image object {missing[record[image_col]]}")
+                       f"image object {missing[record[image_col]]}",
+                       rows=int(sizes[record[image_col]]))
                for row, record in firsts.iterrows()]
     return rows[~gone], rejects
 
@@ -204,7 +210,8 @@ def load_s3(config: DatasetConfig) -> RawTable:
     if image_col not in rows.columns:  # normalize names the missing column
         return RawTable(rows=rows, root=cache, source_uri=manifest.uri, rejects=rejects)
     rows = limit_rows(rows, image_col, config.limit)
-    keys = {rel: k for rel in rows[image_col].dropna().unique()
+    # non-string image values are rejected by normalize; they name no object
+    keys = {rel: k for rel in dict.fromkeys(v for v in rows[image_col] if isinstance(v, str))
             if (k := image_key(prefix, rel)) is not None}
     images = fetch_images(client, image_bucket, keys, cache)
     logger.info("s3: %d of %d image objects downloaded, the rest from the cache",

@@ -6,11 +6,18 @@ with the inputs' sample order, a skip reason when it cannot run here (e.g. no Ja
 each corpus value an ``Estimate`` saying how it is recomputed from per-sample columns (its own
 per-sample arrays, or the per-item table's columns such as ``label`` / ``prediction``), which
 gives every metric its bootstrap interval, its slices and its paired comparisons.
+
+A metric's options (``metric_options.<name>`` in a config) are declared by its signature: the
+keyword parameters after ``inputs``, with their type annotations (``MetricSpec.options()``);
+``tasks.plan.check_config`` validates configs against them before anything runs.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +52,16 @@ class MetricResult:
 
 
 @dataclass(frozen=True)
+class MetricOption:
+    """One keyword option of a metric: its name, type annotation (``Any`` when it has none)
+    and default (``inspect.Parameter.empty`` when it has none)."""
+
+    name: str
+    annotation: Any
+    default: Any
+
+
+@dataclass(frozen=True)
 class MetricSpec:
     name: str
     task: str
@@ -54,6 +71,31 @@ class MetricSpec:
 
     def __call__(self, inputs: Any, **options: Any) -> MetricResult:
         return self.fn(inputs, **options)
+
+    def options(self) -> dict[str, MetricOption]:
+        """The options the metric takes: its keyword parameters after ``inputs``."""
+        parameters = list(inspect.signature(self.fn).parameters.values())[1:]
+        return {p.name: MetricOption(p.name, _resolved(self.fn, p), p.default)
+                for p in parameters
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+    def takes_any_option(self) -> bool:
+        """True when the metric accepts ``**kwargs``: other option names are not refused."""
+        return any(p.kind is p.VAR_KEYWORD
+                   for p in inspect.signature(self.fn).parameters.values())
+
+
+def _resolved(fn: Callable[..., Any], parameter: inspect.Parameter) -> Any:
+    """A parameter's annotation as a type (string annotations resolved in the function's
+    module); ``Any`` when it has none or it cannot be resolved."""
+    if parameter.annotation is parameter.empty:
+        return Any
+    holder = types.SimpleNamespace(__annotations__={parameter.name: parameter.annotation})
+    try:
+        return typing.get_type_hints(holder, globalns=getattr(fn, "__globals__", None),
+                                     include_extras=True)[parameter.name]
+    except (NameError, TypeError, SyntaxError):
+        return Any
 
 
 METRICS: Registry[MetricSpec] = Registry("metric", package="tasks.metrics", skip=("base", "runner"))

@@ -11,10 +11,12 @@ is a count of strictly better candidates, so no texts x k x images one-hot is ev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import PositiveInt
 
 from tasks.arrays import l2_normalize
 from tasks.metrics.base import MetricResult, register_metric
@@ -169,9 +171,7 @@ def _outputs(ks: tuple[int, ...]) -> dict[str, bool]:
 
 
 @register_metric("retrieval", task="retrieval", outputs=_outputs(DEFAULT_KS))
-def retrieval(
-    inputs: RetrievalInputs, ks: list[int] | tuple[int, ...] = DEFAULT_KS
-) -> MetricResult:
+def retrieval(inputs: RetrievalInputs, ks: Sequence[PositiveInt] = DEFAULT_KS) -> MetricResult:
     """Recall@k both ways, mean and median rank; per-sample ranks (i2t per image, t2i per text)."""
     ks = tuple(sorted({int(k) for k in ks}))
     if not ks or ks[0] < 1:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from tasks.metrics.base import MetricSpec, get_metric, metrics_for_task
+from tasks.secrets import resolve_references
 from tasks.stats.estimates import Estimate
 
 
@@ -53,4 +54,5 @@ def run_metrics(task: str, names: list[str], inputs: Any,
 
 def _options(spec: MetricSpec, own: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     accepted = inspect.signature(spec.fn).parameters
-    return {k: v for k, v in defaults.items() if k in accepted} | own
+    # secret options are ${env:NAME} references in the config (tasks/secrets.py)
+    return {k: v for k, v in defaults.items() if k in accepted} | resolve_references(own)

@@ -8,8 +8,10 @@ hooks have defaults here, so nothing asks ``getattr`` whether an adapter has the
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+import pickle
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,8 @@ from tasks.registry import Registry
 
 # Files whose bytes define a checkpoint's behaviour (weights, configs, tokenizer, processor).
 FINGERPRINT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".json", ".txt", ".model", ".py"}
+# Weights that only torch.load reads (a pickle): loaded with weights_only=True, tensors only.
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth"}
 
 
 class ModelError(ValueError):
@@ -30,6 +34,12 @@ class Adapter:
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
         self.device = resolve_device(config.device)
+
+    @classmethod
+    def check_files(cls, config: ModelConfig) -> None:
+        """Cheap checks before a run starts (the checkpoint exists); ``ModelError`` otherwise.
+        Loading, and refusing pickled weights, happens in ``__init__``."""
+        resolve_model_path(config)
 
     @classmethod
     def fingerprint(cls, config: ModelConfig, dataset_digest: str) -> str:
@@ -117,3 +127,60 @@ def autocast_context(device: str, enabled: bool) -> AbstractContextManager[Any]:
         return contextlib.nullcontext()
     kind = device.split(":")[0]
     return torch.autocast(kind, dtype=torch.float16 if kind == "cuda" else torch.bfloat16)
+
+
+@contextmanager
+def loading(what: str, path: Path) -> Iterator[None]:
+    """Turn what loading a checkpoint raises into one clear ``ModelError``: weights that
+    ``torch.load(weights_only=True)`` refuses (pickled objects) are never loaded, and corrupt or
+    incomplete files are named with the reader's first line of complaint."""
+    try:
+        yield
+    except ModelError:
+        raise
+    except pickle.UnpicklingError as error:
+        raise refused_pickle(pickled_weights(path), error) from None
+    except (OSError, ValueError, RuntimeError, EOFError) as error:
+        raise ModelError(f"cannot load {what} from {path}: {first_line(error)}") from None
+    except Exception as error:
+        if type(error).__name__ != "SafetensorError":  # safetensors' own, not an OSError
+            raise
+        raise ModelError(f"cannot load {what} from {path}: corrupt .safetensors file: "
+                         f"{first_line(error)}") from None
+
+
+def pickled_weights(path: Path) -> Path:
+    """The torch.load-only weights file of a checkpoint folder (the folder when not one)."""
+    if not path.is_dir():
+        return path
+    files = sorted(p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES
+                   and p.name != "training_args.bin")
+    return files[0] if len(files) == 1 else path
+
+
+def refused_pickle(path: Path, error: BaseException) -> ModelError:
+    """``torch.load(weights_only=True)`` refused ``path``: say what it found, never retry it
+    with a full unpickler (that would run whatever the pickle names)."""
+    text = str(error)
+    found = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)", text)
+    if found:
+        detail = f"it holds pickled Python objects ({found.group(1)}), not only tensors"
+    else:
+        reason = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+        detail = ("torch.load(weights_only=True) cannot read it as tensors only "
+                  f"({reason.group(1).strip() if reason else first_line(error)}): a corrupt file "
+                  "or pickled Python objects")
+    return ModelError(
+        f"refused to load {path}: {detail}; pickled checkpoints are never loaded -- save the "
+        "weights as .safetensors (save_pretrained) or a state dict "
+        "(torch.save(model.state_dict(), ...)), not the whole model")
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an error message, or its type for an empty one."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if lines:
+        return lines[0]
+    if isinstance(error, EOFError):
+        return "unexpected end of file (an empty or truncated weights file)"
+    return type(error).__name__

@@ -12,6 +12,7 @@ from tasks.models.base import (
     Adapter,
     ModelError,
     autocast_context,
+    loading,
     register_adapter,
     resolve_model_path,
     torch_dtype,
@@ -64,12 +65,10 @@ class CaptionerAdapter(Adapter):
         self.path = resolve_model_path(config)
         options = dict(trust_remote_code=config.trust_remote_code, local_files_only=True)
         self.image_processor, self.tokenizer, self.processor = load_processor(self.path, options)
-        auto = getattr(transformers, self.model_class_name())
-        try:
-            self.model = auto.from_pretrained(self.path, dtype=torch_dtype(config.dtype), **options)
-        except (OSError, ValueError) as error:
-            raise ModelError(f"cannot load an image-to-text model from {self.path}: {error}") \
-                from None
+        with loading("an image-to-text model", self.path):
+            auto = getattr(transformers, self.model_class_name())
+            self.model = auto.from_pretrained(self.path, dtype=torch_dtype(config.dtype),
+                                              weights_only=True, **options)
         self.model.to(self.device).eval()
         self._torch = torch
 

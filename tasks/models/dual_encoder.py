@@ -14,6 +14,7 @@ from tasks.models.base import (
     Adapter,
     ModelError,
     autocast_context,
+    loading,
     register_adapter,
     resolve_model_path,
     torch_dtype,
@@ -38,13 +39,11 @@ class DualEncoderAdapter(Adapter):
         super().__init__(config)
         self.path = resolve_model_path(config)
         options = dict(trust_remote_code=config.trust_remote_code, local_files_only=True)
-        try:
+        with loading("dual encoder", self.path):
             self.processor = AutoProcessor.from_pretrained(self.path, **options)
             self.model = AutoModel.from_pretrained(
-                self.path, dtype=torch_dtype(config.dtype), **options
+                self.path, dtype=torch_dtype(config.dtype), weights_only=True, **options
             )
-        except (OSError, ValueError) as error:
-            raise ModelError(f"cannot load dual encoder from {self.path}: {error}") from None
         for method in ("get_image_features", "get_text_features"):
             if not hasattr(self.model, method):
                 raise ModelError(f"{type(self.model).__name__} has no {method}: not a dual encoder")

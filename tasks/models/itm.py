@@ -12,8 +12,8 @@ from tasks.config import ModelConfig
 from tasks.io import decode_images
 from tasks.models.base import (
     Adapter,
-    ModelError,
     autocast_context,
+    loading,
     register_adapter,
     resolve_model_path,
     torch_dtype,
@@ -36,12 +36,9 @@ class ITMAdapter(Adapter):
         self.path = resolve_model_path(config)
         options = dict(trust_remote_code=config.trust_remote_code, local_files_only=True)
         self.image_processor, self.tokenizer, _ = load_processor(self.path, options)
-        try:
+        with loading("an image-text matching model", self.path):
             self.model = BlipForImageTextRetrieval.from_pretrained(
-                self.path, dtype=torch_dtype(config.dtype), **options)
-        except (OSError, ValueError) as error:
-            raise ModelError(f"cannot load an image-text matching model from {self.path}: "
-                             f"{error}") from None
+                self.path, dtype=torch_dtype(config.dtype), weights_only=True, **options)
         self.model.to(self.device).eval()
         self._torch = torch
 

@@ -50,7 +50,9 @@ from tasks.models.base import (
     Adapter,
     ModelError,
     autocast_context,
+    first_line,
     model_fingerprint,
+    refused_pickle,
     register_adapter,
     torch_dtype,
 )
@@ -177,41 +179,36 @@ def _unwrap(state: Any) -> dict[str, Any]:
     return state
 
 
+def check_weights_file(path: Path) -> None:
+    """The weights file exists and has a suffix ``load_state`` reads."""
+    if not path.is_file():
+        raise ModelError(f"weights file {path} does not exist")
+    if path.suffix.lower() not in SAFETENSORS_SUFFIXES | TORCH_SUFFIXES:
+        raise ModelError(f"weights file {path} must be .safetensors, .pt, .pth or .bin")
+
+
 def load_state(path: Path) -> dict[str, Any]:
     """Tensors only: safetensors, or torch.load with weights_only=True (never pickle)."""
     import pickle
 
     import torch
 
-    if not path.is_file():
-        raise ModelError(f"weights file {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix in SAFETENSORS_SUFFIXES:
+    check_weights_file(path)
+    if path.suffix.lower() in SAFETENSORS_SUFFIXES:
         from safetensors.torch import load_file
 
         try:
             return load_file(str(path), device="cpu")
         except Exception as error:  # SafetensorError is not an OSError
             raise ModelError(f"cannot read safetensors file {path}: {error}") from None
-    if suffix not in TORCH_SUFFIXES:
-        raise ModelError(f"weights file {path} must be .safetensors, .pt, .pth or .bin")
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError:
-        raise ModelError(
-            f"refused to load {path}: torch.load(weights_only=True) found pickled objects other "
-            "than tensors (e.g. a whole module saved with torch.save(model)); pickled modules are "
-            "never loaded -- save torch.save(model.state_dict(), ...) or a .safetensors file"
-        ) from None
+    except pickle.UnpicklingError as error:
+        raise refused_pickle(path, error) from None
     except (RuntimeError, OSError, EOFError, ValueError) as error:
         raise ModelError(f"cannot read {path} with torch.load(weights_only=True): "
-                         f"{_first_line(error)}") from None
+                         f"{first_line(error)}") from None
     return _unwrap(state)
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _short(keys: Sequence[str], limit: int = 8) -> str:
@@ -317,6 +314,12 @@ class TorchModuleAdapter(Adapter):
         self.normalization: dict[str, Any] | None = None
         if "dataset" not in (self.settings.mean, self.settings.std):
             self._set_normalization(None)
+
+    @classmethod
+    def check_files(cls, config: ModelConfig) -> None:
+        """``model.torch_module`` is set and ``model.path`` is a weights file it can read."""
+        _settings(config)
+        check_weights_file(Path(config.path).expanduser())
 
     @classmethod
     def fingerprint(cls, config: ModelConfig, dataset_digest: str) -> str:

@@ -12,6 +12,7 @@ from tasks.config import EvalConfig
 from tasks.data.base import DatasetRef
 from tasks.kinds import get_task_kind
 from tasks.kinds.base import InferenceRef, Scores
+from tasks.secrets import redact
 from tasks.slicing import Slices
 from tasks.stats.estimates import is_interval_key
 
@@ -19,13 +20,17 @@ from tasks.stats.estimates import is_interval_key
 def build_report(config: EvalConfig, run: dict[str, str], dataset: DatasetRef,
                  inference: InferenceRef, scores: Scores, slices: Slices | None,
                  timings: dict[str, float]) -> dict[str, Any]:
+    # report.json is also an MLflow artifact: the config and the run's URIs without secrets
     report = {
-        "task": config.task.value, **run, "config": config.model_dump(mode="json"),
+        "task": config.task.value, **redact(run), "config": redact(config.model_dump(mode="json")),
         "fingerprints": {"dataset": dataset.digest, "model": inference.model_fingerprint,
                          "inference": inference.fingerprint, "code": inference.code_version},
         "inference_cache": inference.cache_state, "runtime": inference.runtime,
+        # rows_in counts raw input rows (several caption rows can make one item):
+        # item_rows + rejected_rows == rows_in
         "counts": {"rows_in": dataset.rows_in, "items": dataset.items,
-                   "rejected": dataset.rejected, **scores.counts},
+                   "rejected": dataset.rejected, "item_rows": dataset.item_rows,
+                   "rejected_rows": dataset.rejected_rows, **scores.counts},
         "metrics": scores.metrics, "higher_is_better": scores.higher_is_better,
         "statistics": config.statistics.model_dump(mode="json"),
         "estimates": {key: estimate.to_json() for key, estimate in scores.estimates.items()},

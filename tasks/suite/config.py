@@ -8,10 +8,11 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tasks.config import DatasetConfig, EvalConfig, ModelConfig
 from tasks.config_io import ConfigError, flatten, parse_override, read_yaml_mapping
+from tasks.secrets import externalize_secrets, split_tracking_uri
 
 if TYPE_CHECKING:  # pandas is imported where a table is built
     pass
@@ -59,6 +60,18 @@ class SuiteConfig(BaseModel):
         False, description="Stop at the first failed evaluation (default: run all of them, "
         "then fail the suite when any failed)."
     )
+
+    @field_validator("shared")
+    @classmethod
+    def _no_secrets_in_shared(cls, shared: dict[str, Any]) -> dict[str, Any]:
+        """The suite is a Prefect flow parameter: credentials leave it as in a run config
+        (tracking URI credentials to MLflow's environment variables, other secrets to
+        ``${env:...}`` references)."""
+        shared = copy.deepcopy(shared)
+        tracking = shared.get("tracking")
+        if isinstance(tracking, dict) and isinstance(tracking.get("tracking_uri"), str):
+            tracking["tracking_uri"] = split_tracking_uri(tracking["tracking_uri"])
+        return externalize_secrets(shared, "BIFOCAL_SECRET_SHARED")
 
 
 # ---------------------------------------------------------------------------- config in

@@ -14,7 +14,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 # Source that shapes every kind's model outputs (image decoding, array helpers, adapters, the
 # sharded-inference skeleton); each kind adds its own infer module. A change in any of them
 # invalidates cached inference; a change elsewhere (row normalisation, scoring, reports) does not.
-INFERENCE_SOURCES = ("io.py", "arrays.py", "models", "kinds/sharded.py")
+INFERENCE_SOURCES = ("io/images.py", "arrays.py", "models", "kinds/sharded.py")
 TRACKED_PACKAGES = ("bifocal", "torch", "transformers", "prefect", "mlflow", "numpy", "pillow")
 
 

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from tasks.config import EvalConfig
 from tasks.config_io import flatten
+from tasks.secrets import redact_text, redact_url
 from tasks.tracking import mlflow_log as ml
+from tasks.tracking.cleanup import end_stale_runs, find_stale_runs, heartbeat, owner_tags
 from tasks.tracking.fingerprint import git_commit, git_dirty, package_versions
 
 
@@ -31,7 +33,8 @@ def flow_run_ids() -> dict[str, str]:
 def start_tags(config: EvalConfig, code_version: str, flow_run: dict[str, str] | None = None
                ) -> dict[str, str]:
     """Task, model path, inference code version, git commit, package versions, Prefect ids."""
-    tags = {"bifocal.task": config.task.value, "bifocal.model_path": config.model.path,
+    tags = {"bifocal.task": config.task.value,
+            "bifocal.model_path": redact_url(config.model.path) or config.model.path,
             "bifocal.code_version": code_version}
     commit = git_commit()
     if commit:
@@ -55,18 +58,36 @@ def runtime_params(runtime: dict[str, str]) -> dict[str, str]:
     return {f"resolved.{k}": v for k, v in runtime.items()}
 
 
+def end_dead_runs(uri: str, experiment: str) -> list[str]:
+    """Before a new evaluation: end the experiment's runs left RUNNING by a process that is gone
+    (KILLED, tag ``bifocal.error``) and set their Prefect flow runs Crashed. Never fails the
+    evaluation: problems are returned as lines to log, with the runs that were ended."""
+    try:
+        ended = end_stale_runs(uri, find_stale_runs(uri, [experiment]))
+    except Exception as error:  # noqa: BLE001 - a check that cannot run must not stop the run
+        return [f"stale-run check skipped: {type(error).__name__}: {error}"[:500]]
+    return [f"ended MLflow run {run.run_id} ({run.run_name}) KILLED: {run.reason}"
+            + (f"; Prefect flow run {run.flow_run_id}: {run.flow_run}" if run.flow_run_id else "")
+            for run in ended if run.ended]
+
+
 @contextmanager
 def tracked_run(uri: str, config: EvalConfig, run_name: str, tags: dict[str, str]
                 ) -> Iterator[str]:
     """One MLflow run: params logged once here; it ends FINISHED, or FAILED (KILLED on ^C)
-    with the error as a tag, never left RUNNING."""
-    run_id = ml.start_run(uri, config.tracking.experiment, run_name, tags)
+    with the error as a tag, never left RUNNING by a live process. Its owner process is recorded
+    as tags and ``bifocal.heartbeat`` refreshed while it runs, so a run whose process was killed
+    outright is found and ended later (``end_dead_runs``, ``bifocal runs cleanup``)."""
+    run_id = ml.start_run(uri, config.tracking.experiment, run_name, tags | owner_tags(),
+                          work_dir=config.work_dir)  # spool there if the server goes away
     ml.log_params(uri, run_id, flatten(config))
     started = time.perf_counter()
     try:
-        yield run_id
+        with heartbeat(uri, run_id):
+            yield run_id
     except BaseException as error:
-        ml.set_tags(uri, run_id, {"bifocal.error": f"{type(error).__name__}: {error}"[:5000]})
+        message = redact_text(f"{type(error).__name__}: {error}")  # messages may quote URIs
+        ml.set_tags(uri, run_id, {"bifocal.error": message[:5000]})
         ml.end_run(uri, run_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
     ml.log_metrics(uri, run_id, {"wall_time_s": time.perf_counter() - started})

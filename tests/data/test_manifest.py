@@ -66,7 +66,10 @@ def test_bad_rows_become_rejects_with_reasons(tmp_path: Path):
     assert reasons["missing/item"] == "image file not found"
     assert reasons["broken/item"].startswith("not a readable image")
     assert reasons["nocap/item"] == "no caption"
-    assert reasons["item-0/item"] == "duplicate item id"
+    # the same id for another image: rejected, naming the id and both images
+    assert reasons["item-0/item"] == (
+        "conflicting duplicate id: id 'item-0' is already used for image 'images/000.png' "
+        "(row 0); this row names another image, 'images/001.png'")
     assert reasons["partly/caption"] == "1 empty caption(s) dropped"
     assert any(r.startswith("malformed JSON line") for r in data.rejects["reason"])
     # every row in is an item or an item-level reject
@@ -86,7 +89,9 @@ def test_csv_with_one_row_per_caption_and_column_mapping(tmp_path: Path):
                                          "label": "cls"})
     assert data.items["captions"].tolist()[1] == ["caption 1 0", "caption 1 1"]
     assert data.items["label"].tolist() == ["0", "1", "2"]
-    assert data.rows_in == 6 - 3  # grouped: rows are images
+    # rows_in counts raw rows; each item says how many of them it holds
+    assert data.rows_in == 6 and data.items["source_rows"].tolist() == [2, 2, 2]
+    assert data.row_counts() == {"rows_in": 6, "item_rows": 6, "rejected_rows": 0}
 
 
 def test_csv_caption_separator_limit_and_parquet(tmp_path: Path):
