@@ -305,7 +305,8 @@ def test_report_config_and_tracking_uri_are_redacted(tmp_path, clean_env):
                          "torch_module": {"module": "pkg.mod:Net",
                                           "init_kwargs": {"secret": "pl4nted"}}},
         metric_options={"clip_score": {"api_token": "pl4nted"}}))
-    dataset = SimpleNamespace(digest="d", rows_in=1, items=1, rejected=0,
+    dataset = SimpleNamespace(digest="d", rows_in=1, items=1, rejected=0, item_rows=1,
+                              rejected_rows=0,
                               load_rejects=lambda: pd.DataFrame())
     inference = SimpleNamespace(model_fingerprint="m", fingerprint="f", code_version="c",
                                 cache_state="miss", runtime={})
