@@ -1,9 +1,9 @@
 """The reliability summary: bad inputs, file-level errors, crashes, service faults and secrets,
 each run by the checks the tests under tests/reliability/ use, in one line at the end:
 
-    N bad inputs in K classes: N recorded, 0 lost, 0 crashes, 0 hangs; E file-level errors in
-    C classes: E one-line, 0 tracebacks; P kill points: P resumed identically, 0 left running;
-    F faults survived, 0 lost; S secrets planted, 0 found
+    N bad inputs in K classes: N recorded (row outcomes as expected + one-line file-level
+    errors), 0 lost, 0 crashes, 0 hangs; P kill points: P resumed identically, 0 left running;
+    F faults injected: operations survived, 0 lost; S secrets planted, 0 found
 
 Run it from the repository root: ``.venv/bin/python benchmarks/reliability.py [--quick]``
 (``--quick`` skips the parts that start Prefect or MLflow servers: crashes, faults, secrets,
@@ -51,11 +51,13 @@ def main() -> int:
         inputs = timed("bad inputs", lambda: run_corpus(root / "inputs"))
         errors = timed("file-level errors", lambda: run_error_corpus(
             root / "errors", include_flow=not args.quick))
-        parts = [f"{inputs['cases']} bad inputs in {inputs['classes']} classes: "
-                 f"{inputs['recorded']} recorded, {inputs['lost']} lost, "
-                 f"{inputs['crashes']} crashes, {inputs['hangs']} hangs",
-                 f"{errors['cases']} file-level errors in {errors['classes']} classes: "
-                 f"{errors['clear_errors']} one-line, {errors['tracebacks']} tracebacks"]
+        cases = inputs["cases"] + errors["cases"]
+        parts = [f"{cases} bad inputs in {inputs['classes'] + errors['classes']} classes: "
+                 f"{inputs['recorded'] + errors['clear_errors']} recorded "
+                 f"({inputs['recorded']} row outcomes as expected, {errors['clear_errors']} "
+                 f"one-line file-level errors), {inputs['lost']} lost, "
+                 f"{inputs['crashes'] + errors['tracebacks'] + errors['wrong_exit']} crashes, "
+                 f"{inputs['hangs']} hangs"]
         ok = not (inputs["lost"] or inputs["crashes"] or inputs["hangs"]
                   or inputs["recorded"] != inputs["cases"] or errors["tracebacks"]
                   or errors["clear_errors"] != errors["cases"])
