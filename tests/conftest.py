@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from flows.settings import apply_defaults
-from tests.helpers import WORDS, write_dataset
+from tests.helpers import WORDS, build_tiny_clip, write_dataset
 
 apply_defaults()
 
@@ -20,26 +20,7 @@ def dataset_dir(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 2-layer CLIP saved like a user's checkpoint."""
-    import torch
-    from transformers import CLIPImageProcessorPil, CLIPProcessor
-
-    from tasks.demo.tokenizer import build_clip_tokenizer
-    from tasks.demo.train import ModelSpec, build_model
-
-    spec = ModelSpec(image_size=32, patch_size=8, vision_hidden=32, vision_layers=2,
-                     text_hidden=32, text_layers=2, heads=2, max_text_length=16,
-                     projection_dim=16)
-    processor = CLIPProcessor(
-        image_processor=CLIPImageProcessorPil(size={"shortest_edge": 32},
-                                              crop_size={"height": 32, "width": 32}),
-        tokenizer=build_clip_tokenizer(WORDS, model_max_length=16),
-    )
-    torch.manual_seed(0)
-    model = build_model(spec, processor)
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
 @pytest.fixture(scope="session")

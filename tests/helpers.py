@@ -119,3 +119,26 @@ def build_tiny_blip_itm(folder: Path, words: list[str], seed: int = 0) -> Path:
     BlipProcessor(image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}),
                   tokenizer=tokenizer).save_pretrained(folder)
     return folder
+
+
+def build_tiny_clip(folder: Path) -> Path:
+    """A randomly initialised 2-layer CLIP (32 px) saved like a user's checkpoint (seeded)."""
+    import torch
+    from transformers import CLIPImageProcessorPil, CLIPProcessor
+
+    from tasks.demo.tokenizer import build_clip_tokenizer
+    from tasks.demo.train import ModelSpec, build_model
+
+    spec = ModelSpec(image_size=32, patch_size=8, vision_hidden=32, vision_layers=2,
+                     text_hidden=32, text_layers=2, heads=2, max_text_length=16,
+                     projection_dim=16)
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessorPil(size={"shortest_edge": 32},
+                                              crop_size={"height": 32, "width": 32}),
+        tokenizer=build_clip_tokenizer(WORDS, model_max_length=16))
+    torch.manual_seed(0)
+    model = build_model(spec, processor)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import build_tiny_clip
+
 REPO = Path(__file__).resolve().parents[2]
 KILL_POINTS = {
     "data": "load-data: rows read, items/rejects tables not yet written",
@@ -107,28 +109,6 @@ def install_kill_hook() -> None:
 
 
 # --- the scenarios (run by the test process) ---------------------------------------------------
-
-def build_tiny_clip(folder: Path) -> Path:
-    """The same 2-layer CLIP as the ``tiny_clip_dir`` fixture (tests/conftest.py)."""
-    import torch
-    from transformers import CLIPImageProcessorPil, CLIPProcessor
-
-    from tasks.demo.tokenizer import build_clip_tokenizer
-    from tasks.demo.train import ModelSpec, build_model
-    from tests.helpers import WORDS
-
-    spec = ModelSpec(image_size=32, patch_size=8, vision_hidden=32, vision_layers=2,
-                     text_hidden=32, text_layers=2, heads=2, max_text_length=16,
-                     projection_dim=16)
-    processor = CLIPProcessor(
-        image_processor=CLIPImageProcessorPil(size={"shortest_edge": 32},
-                                              crop_size={"height": 32, "width": 32}),
-        tokenizer=build_clip_tokenizer(WORDS, model_max_length=16))
-    torch.manual_seed(0)
-    build_model(spec, processor).save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
-
 
 @dataclass
 class Setup:

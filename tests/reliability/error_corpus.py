@@ -381,29 +381,14 @@ def prepare(case: Case, fixtures: Fixtures) -> tuple[Path, list[str]]:
 def build_fixtures(tmp: Path, model: bool = True) -> Fixtures:
     """A tiny dataset and a tiny CLIP checkpoint (the tests' builders), under ``tmp``; without
     ``model`` (no case loads it) the checkpoint folder stays empty."""
-    from tests.helpers import WORDS, write_dataset
+    from tests.helpers import build_tiny_clip, write_dataset
 
     dataset = tmp / "dataset"
     write_dataset(dataset)
     clip = tmp / "clip"
     clip.mkdir(parents=True, exist_ok=True)
     if model and not (clip / "config.json").is_file():
-        import torch
-        from transformers import CLIPImageProcessorPil, CLIPProcessor
-
-        from tasks.demo.tokenizer import build_clip_tokenizer
-        from tasks.demo.train import ModelSpec, build_model
-
-        spec = ModelSpec(image_size=32, patch_size=8, vision_hidden=32, vision_layers=2,
-                         text_hidden=32, text_layers=2, heads=2, max_text_length=16,
-                         projection_dim=16)
-        processor = CLIPProcessor(
-            image_processor=CLIPImageProcessorPil(size={"shortest_edge": 32},
-                                                  crop_size={"height": 32, "width": 32}),
-            tokenizer=build_clip_tokenizer(WORDS, model_max_length=16))
-        torch.manual_seed(0)
-        build_model(spec, processor).save_pretrained(clip)
-        processor.save_pretrained(clip)
+        build_tiny_clip(clip)
     return Fixtures(tmp=tmp, dataset=dataset, clip=clip)
 
 

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from tests.helpers import build_tiny_clip
+
 USER = "bifocal-user"
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-authorization",
               "authorization", "te", "trailer", "upgrade", "content-length", "host"}
@@ -213,30 +215,6 @@ def flush_prefect() -> None:
     for worker in (APILogWorker, EventsWorker):
         with contextlib.suppress(Exception):
             worker.drain_all(timeout=10)
-
-
-def build_tiny_clip(folder: Path) -> Path:
-    """The tiny CLIP of tests/conftest.py (2 layers, 32 px), saved like a user's checkpoint."""
-    import torch
-    from transformers import CLIPImageProcessorPil, CLIPProcessor
-
-    from tasks.demo.tokenizer import build_clip_tokenizer
-    from tasks.demo.train import ModelSpec, build_model
-    from tests.helpers import WORDS
-
-    spec = ModelSpec(image_size=32, patch_size=8, vision_hidden=32, vision_layers=2,
-                     text_hidden=32, text_layers=2, heads=2, max_text_length=16,
-                     projection_dim=16)
-    processor = CLIPProcessor(
-        image_processor=CLIPImageProcessorPil(size={"shortest_edge": 32},
-                                              crop_size={"height": 32, "width": 32}),
-        tokenizer=build_clip_tokenizer(WORDS, model_max_length=16))
-    torch.manual_seed(0)
-    model = build_model(spec, processor)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
 
 
 @contextlib.contextmanager
