@@ -29,7 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 
@@ -44,9 +44,11 @@ from tasks.data.cells import (
     show,
 )
 from tasks.io import (
+    MAX_MANIFEST_BYTES,
     FileRefused,
     ImageError,
     error_text,
+    open_regular_file,
     read_image_file,
     verify_image,
     write_parquet,
@@ -65,6 +67,20 @@ REJECT_COLUMNS = ["row", "item_id", "scope", "reason", "rows"]
 
 class DataError(ValueError):
     """The dataset as a whole cannot be read (missing manifest, bad columns, ...)."""
+
+
+def open_data_file(path: Path, what: str, name: str | None = None) -> IO[bytes]:
+    """Open a manifest or split file (regular files only, ``MAX_MANIFEST_BYTES`` at most);
+    every refusal is a ``DataError`` naming ``what`` and the file (``name``, default the path)."""
+    name = name or str(path)
+    try:
+        return open_regular_file(path, MAX_MANIFEST_BYTES, "MAX_MANIFEST_BYTES")
+    except FileNotFoundError:
+        raise DataError(f"{what} not found: {name}") from None
+    except FileRefused as error:
+        raise DataError(f"{what} {name} {error}") from None
+    except OSError as error:
+        raise DataError(f"cannot read {what} {name}: {error_text(error)}") from None
 
 
 @dataclass

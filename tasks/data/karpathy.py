@@ -15,8 +15,8 @@ from typing import Any
 import pandas as pd
 
 from tasks.config import DatasetConfig
-from tasks.data.base import DataError, RawTable, register_source
-from tasks.io import MAX_MANIFEST_BYTES, FileRefused, error_text, read_regular_file
+from tasks.data.base import DataError, RawTable, open_data_file, register_source
+from tasks.io import MAX_MANIFEST_BYTES, error_text
 
 PROTOCOLS: dict[tuple[str, str], dict[str, Any]] = {
     ("coco", "test"): {"name": "COCO Karpathy test", "images": 5000, "texts": 25010},
@@ -26,14 +26,15 @@ PROTOCOLS: dict[tuple[str, str], dict[str, Any]] = {
 
 def read_split_file(path: Path) -> dict[str, Any]:
     """The parsed JSON, or a DataError saying what is wrong with it."""
-    try:
-        text = read_regular_file(path, MAX_MANIFEST_BYTES, "MAX_MANIFEST_BYTES")
-    except FileNotFoundError:
-        raise DataError(f"Karpathy split file not found: {path}") from None
-    except FileRefused as error:
-        raise DataError(f"Karpathy split file {path} {error}") from None
-    except OSError as error:
-        raise DataError(f"cannot read Karpathy split file {path}: {error_text(error)}") from None
+    with open_data_file(path, "Karpathy split file") as handle:
+        try:
+            text = handle.read(MAX_MANIFEST_BYTES + 1)  # a file growing while read is refused
+        except OSError as error:
+            raise DataError(f"cannot read Karpathy split file {path}: {error_text(error)}") \
+                from None
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise DataError(f"Karpathy split file {path} is over the limit of "
+                        f"{MAX_MANIFEST_BYTES:,} bytes (MAX_MANIFEST_BYTES)")
     try:
         data = json.loads(text.decode("utf-8-sig"))
     except ValueError as error:  # UnicodeDecodeError and JSONDecodeError included

@@ -29,8 +29,8 @@ from typing import IO, Any
 import pandas as pd
 
 from tasks.config import DatasetConfig
-from tasks.data.base import DataError, RawTable, register_source
-from tasks.io import MAX_MANIFEST_BYTES, FileRefused, error_text, open_regular_file
+from tasks.data.base import DataError, RawTable, open_data_file, register_source
+from tasks.io import error_text
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 CSV_SEPARATORS = {".csv": ",", ".tsv": "\t"}
@@ -219,15 +219,7 @@ def read_parquet(handle: IO[bytes], name: str) -> pd.DataFrame:
 def read_manifest(path: Path, name: str | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """Read a local manifest file into (rows, rejects); ``name`` is how errors refer to it."""
     name = name or str(path)
-    try:
-        handle = open_regular_file(path, MAX_MANIFEST_BYTES, "MAX_MANIFEST_BYTES")
-    except FileNotFoundError:
-        raise DataError(f"manifest not found: {name}") from None
-    except FileRefused as error:
-        raise DataError(f"manifest {name} {error}") from None
-    except OSError as error:
-        raise DataError(f"cannot read manifest {name}: {error_text(error)}") from None
-    with handle:
+    with open_data_file(path, "manifest", name) as handle:
         return _read_open(handle, name, Path(name).suffix.lower())
 
 
