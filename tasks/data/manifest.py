@@ -205,9 +205,13 @@ def read_csv(handle: IO[bytes], name: str, separator: str) -> tuple[pd.DataFrame
 
 def read_parquet(handle: IO[bytes], name: str) -> pd.DataFrame:
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
+    # From bytes in memory, not the Python file object: pyarrow's reader threads calling back
+    # into Python could abort the interpreter at exit ("terminate called without an active
+    # exception"). The opener has already capped the manifest's size.
     try:
-        frame = pd.read_parquet(handle)
+        frame = pq.read_table(pa.BufferReader(handle.read())).to_pandas()
     except (OSError, ValueError, pa.ArrowException) as error:
         raise DataError(f"manifest {name} is not a readable parquet file (truncated or "
                         f"corrupt): {error_text(error)}") from None
