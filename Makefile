@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/bifocal demo
 
 test: $(STAMP)
+	-sh scripts/setup-chromium.sh  # browser tests skip (fail under CI) without it
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest

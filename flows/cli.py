@@ -137,6 +137,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review_ingest(args: argparse.Namespace) -> int:
+    """Ingest completed reviews; prints the human metrics and agreement (exit 2: a file that
+    cannot be ingested, named with its line)."""
+    from flows.review import review_ingest
+    from tasks.secrets import split_tracking_uri
+
+    result = review_ingest(run_id=args.run_id, files=args.files, reviewer=args.reviewer,
+                           tracking_uri=split_tracking_uri(args.tracking_uri))
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "text"}, indent=2))
+    else:
+        print(result["text"], end="")
+        print(f"review run: {result['mlflow_run_id']} ({result['tracking_uri']})")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from flows.demo import run_demo
 
@@ -390,6 +406,23 @@ def build_parser() -> argparse.ArgumentParser:
                          help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else "
                          "sqlite:///mlflow.db)")
     compare.set_defaults(handler=cmd_compare)
+
+    review = commands.add_parser("review", help="human review of an evaluation's queue")
+    review_commands = review.add_subparsers(dest="review_command", required=True)
+    ingest = review_commands.add_parser(
+        "ingest", help="ingest completed reviews into the run (child run review-N)",
+        description="Read completed reviews of RUN_ID's queue (the review sheet's CSV, the "
+        "queue's CSV or JSONL filled in, Label Studio's JSON export), check them, and record "
+        "the human metrics and the human-automatic and inter-rater agreement on MLflow.")
+    ingest.add_argument("run_id", metavar="RUN_ID", help="the evaluation's MLflow run id")
+    ingest.add_argument("files", nargs="+", metavar="FILE", help="review files")
+    ingest.add_argument("--reviewer", default=None, help="rater of rows that name none "
+                        "(default: the file's name)")
+    ingest.add_argument("--tracking-uri", default=None, metavar="URI",
+                        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else "
+                        "sqlite:///mlflow.db)")
+    ingest.add_argument("--json", action="store_true", help="print the result as JSON")
+    ingest.set_defaults(handler=cmd_review_ingest)
 
     score = commands.add_parser("score", help="score precomputed model outputs")
     bootstrap = argparse.ArgumentParser(add_help=False)

@@ -15,7 +15,8 @@ from tasks.data.base import DataError
 from tasks.gate import GateFailed
 from tasks.kinds import kind_code_version
 from tasks.plan import check_config
-from tasks.report.summary import build_report, summary_markdown
+from tasks.report.summary import build_report, review_summary, summary_markdown
+from tasks.review.approval import ApprovalRejected, wait_for_approval
 from tasks.secrets import redact_text, redact_url
 from tasks.steps import (
     export_report,
@@ -71,23 +72,40 @@ def run_stages(config: EvalConfig, uri: str, run_id: str, run_name: str) -> dict
     ml.log_params(uri, run_id, runtime_params(inference.runtime))
     scores = timed("score", lambda: score(dataset, inference, config, run_dir))
     slices = timed("slices", lambda: slice_metrics_step(dataset, scores, config, run_dir))
-    review_csv = timed("review", lambda: sample_review(scores, config, run_dir))
+    review = timed("review", lambda: sample_review(dataset, scores, config, run_id, run_dir))
+    for warning in review.warnings:
+        logger.warning("review: %s", warning)
     run = {"run_name": run_name, "mlflow_run_id": run_id, "mlflow_tracking_uri": uri}
     report = build_report(config, run, dataset, inference, scores, slices, timed.timings)
+    report["review"] = review_summary(review)
     report_uri = timed("report", lambda: export_report(config, report, dataset, scores,
-                                                       slices, review_csv, run_dir))
+                                                       slices, review, run_dir))
     timed("tracking", lambda: track_results(uri, run_id, dataset, inference, scores, slices,
                                             run_dir / "report"))
     # report.json is written before its own export is timed: all stages go onto the run
     ml.log_metrics(uri, run_id, {f"time_{stage}_s": t for stage, t in timed.timings.items()})
     create_markdown_artifact(summary_markdown(report, ml.run_link(uri, run_id), report_uri),
                              key="bifocal-evaluation", description="Evaluation summary")
+    if config.review.approval:
+        approve(config, uri, run_id)
     gate = gate_step(config, uri, run_id) if config.gate is not None else None
     # what the CLI prints and Prefect may keep: the tracking URI without credentials
     return {"mlflow_run_id": run_id, "run_name": run_name, "tracking_uri": redact_url(uri),
             "metrics": scores.metrics, "counts": report["counts"], "report": report_uri,
             "inference_cache": report["inference_cache"], "warnings": report["warnings"],
             "gate": gate}
+
+
+def approve(config: EvalConfig, uri: str, run_id: str) -> None:
+    """Pause for the reviewer's decision; it goes onto the run, a rejection fails the flow."""
+    logger = get_run_logger()
+    logger.info("waiting for approval: resume this flow run in the Prefect UI (approve or "
+                "reject) within %d s", config.review.approval_timeout_s)
+    decision = wait_for_approval(config.review.approval_timeout_s)
+    ml.set_tags(uri, run_id, decision.tags())
+    if decision.status != "approved":
+        raise ApprovalRejected(decision.message())
+    logger.info("%s", decision.message())
 
 
 @flow(name="evaluate", log_prints=True)

@@ -304,12 +304,117 @@ class PromoteConfig(_Strict):
         return value
 
 
+class SamplingStrategy(_Strict):
+    """One part of the review sample; its name is a sampling strategy of the registry
+    (``tasks.review.strategies``: random, stratified, worst, margin, disagreement, filter_top_k)."""
+
+    name: str = Field(..., min_length=1, description="Sampling strategy: random, stratified, "
+                      "worst, margin, disagreement or filter_top_k.")
+    share: float | None = Field(
+        None, gt=0, le=1, description="Part of the review size this strategy fills; strategies "
+        "without a share split what the others leave equally.")
+    metric: str | None = Field(
+        None, description="Per-sample column it ranks by (worst, filter_top_k; margin: the "
+        "margin column). Default: the task's review column, e.g. i2t_rank or cider.")
+    higher_is_worse: bool | None = Field(
+        None, description="Direction of metric (default: the task's, e.g. true for a rank).")
+    column: str | None = Field(None, description="Metadata column to stratify by (stratified).")
+    allocation: Literal["proportional", "equal"] = Field(
+        "proportional", description="stratified: items per stratum proportional to its size, "
+        "or equal per stratum.")
+    metrics: list[str] = Field(
+        default_factory=list, description="disagreement: the two per-sample columns whose ranks "
+        "disagree most, e.g. [clip_score, cider].")
+    thresholds: dict[str, dict[Literal["min", "max"], float]] = Field(
+        default_factory=dict, description="filter_top_k: per-sample columns and the bounds a "
+        "candidate must pass, e.g. {clip_score: {min: 0.25}}; then the worst by metric.")
+
+
+class RatingField(_Strict):
+    """One answer a reviewer gives per item."""
+
+    name: str = Field(..., pattern=r"^[a-z][a-z0-9_]*$", description="Column name of the "
+                      "answer in the queue and in the ingested ratings.")
+    type: Literal["rating", "choice", "text"] = Field(
+        ..., description="rating: an integer scale; choice: one of choices; text: free comment.")
+    title: str | None = Field(None, description="What the reviewer is asked.")
+    min: int = Field(1, description="Lowest rating (rating).")
+    max: int = Field(5, description="Highest rating (rating).")
+    choices: list[str] = Field(
+        default_factory=list, description="Allowed answers (choice); a choice field with "
+        "choices [correct, incorrect] gives the share judged correct and each metric's AUROC.")
+    required: bool = Field(True, description="An item counts as reviewed only with this answer "
+                           "(text fields: never required).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RatingField:
+        if self.type == "rating" and self.min >= self.max:
+            raise ValueError(f"rating {self.name!r}: min must be below max")
+        if self.type == "choice" and len(set(self.choices)) < 2:
+            raise ValueError(f"choice {self.name!r} needs at least two distinct choices")
+        return self
+
+
+def _default_schema() -> list[RatingField]:
+    return [RatingField(name="relevance", type="rating", min=1, max=5,
+                        title="How well does the text fit the image? (1 = not at all, 5 = "
+                        "perfectly)"),
+            RatingField(name="verdict", type="choice", choices=["correct", "incorrect"],
+                        title="Is the model's output correct?"),
+            RatingField(name="comment", type="text", required=False, title="Comment")]
+
+
+def _default_strategies() -> list[SamplingStrategy]:
+    return [SamplingStrategy(name="worst", share=0.5), SamplingStrategy(name="random", share=0.5)]
+
+
+class ReviewFormat(StrEnum):
+    csv = "csv"
+    jsonl = "jsonl"
+    label_studio = "label_studio"
+    sheet = "sheet"
+
+
 class ReviewConfig(_Strict):
-    strategy: Literal["worst_and_random", "worst", "random"] = Field(
-        "worst_and_random", description="How items are picked for human review."
-    )
     size: int = Field(20, ge=0, description="Number of items to sample (0 disables review).")
-    seed: int = Field(0, description="Seed of the random part of the sample.")
+    fraction: float | None = Field(
+        None, gt=0, le=1, description="Sample this part of the scored items instead of size.")
+    strategies: list[SamplingStrategy] = Field(
+        default_factory=_default_strategies, min_length=1, description="How the sample is "
+        "chosen: strategies with their shares of the size, filled in order, deduplicated.")
+    failed_share: float = Field(
+        0.1, ge=0, le=1, description="Part of the size kept for items that failed inference or "
+        "scoring (at least one when any failed).")
+    seed: int = Field(0, description="Seed of every random choice of the sample.")
+    schema_: list[RatingField] = Field(
+        default_factory=_default_schema, alias="schema", min_length=1,
+        description="What reviewers answer per item: ratings, choices and comments.")
+    formats: list[ReviewFormat] = Field(
+        default_factory=lambda: list(ReviewFormat), description="Queue files to write: csv, "
+        "jsonl, label_studio (labeling config + tasks JSON) and sheet (offline HTML).")
+    approval: bool = Field(
+        False, description="Pause the evaluate flow after the report until a reviewer approves "
+        "or rejects it in the Prefect UI (a rejection fails the run).")
+    approval_timeout_s: int = Field(
+        86_400, ge=1, description="Seconds to wait for the approval; then it counts as rejected.")
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True,
+                              serialize_by_alias=True)
+
+    @field_validator("schema_")
+    @classmethod
+    def _unique_names(cls, value: list[RatingField]) -> list[RatingField]:
+        names = [field.name for field in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"rating field names repeat: {names}")
+        return value
+
+    @model_validator(mode="after")
+    def _shares_fit(self) -> ReviewConfig:
+        total = sum(s.share or 0 for s in self.strategies)
+        if total > 1 + 1e-9:
+            raise ValueError(f"strategy shares add up to {total:g}, more than 1")
+        return self
 
 
 class ReportFormat(StrEnum):

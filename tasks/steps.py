@@ -25,7 +25,7 @@ from tasks.kinds.scoring import bootstrap_settings
 from tasks.kinds.sharded import Inference
 from tasks.report.build import write_report
 from tasks.report.summary import examples
-from tasks.review.sampling import select_for_review, write_review_csv
+from tasks.review.prepare import ReviewInputs, ReviewQueue, prepare_review
 from tasks.slicing import (
     Slices,
     gaps,
@@ -167,24 +167,28 @@ def slice_metrics_step(dataset: DatasetRef, scores: Scores, config: EvalConfig,
 
 
 @task(name="sample-review", **STAGE)
-def sample_review(scores: Scores, config: EvalConfig, run_dir: Path) -> Path:
-    """Seeded review sample (worst + random) as a CSV for human reviewers."""
-    table = pd.read_parquet(scores.per_sample_path)
-    sample = select_for_review(table, config.review, scores.review_column,
-                               scores.review_worst_is_high)
-    return write_review_csv(sample, run_dir / "review" / "review_sample.csv")
+def sample_review(dataset: DatasetRef, scores: Scores, config: EvalConfig, run_id: str,
+                  run_dir: Path) -> ReviewQueue:
+    """The review queue (sampled by ``review.strategies``) in every ``review.formats``."""
+    kind = get_task_kind(config.task.value)
+    inputs = ReviewInputs(pd.read_parquet(scores.per_sample_path), dataset.load_items(),
+                          scores.row_key, scores.review_column, scores.review_worst_is_high,
+                          scores.higher_is_better, kind.review_texts)
+    title = f"{config.task.value}: {Path(config.model.path).name} on {dataset.source_uri}"
+    return prepare_review(inputs, config, run_id, run_dir / "review", title)
 
 
 @task(name="export-report", **HEALING, **STAGE)
 def export_report(config: EvalConfig, report: dict[str, Any], dataset: DatasetRef,
-                  scores: Scores, slices: Slices | None, review_csv: Path, run_dir: Path) -> str:
+                  scores: Scores, slices: Slices | None, review: ReviewQueue, run_dir: Path) -> str:
     """Write report.json / per-sample tables / report.html and publish them to the destination."""
     per_sample = pd.read_parquet(scores.per_sample_path)
     folder = run_dir / "report"
     files = scores.files | ({"slices.parquet": slices.table_path} if slices else {})
-    write_report(folder, report, per_sample, scores.extra_tables, review_csv,
+    write_report(folder, report, per_sample, scores.extra_tables, Path(review.folder),
                  dataset.load_rejects(), config.report.formats,
-                 examples(per_sample, review_csv, config.report.examples),
+                 examples(per_sample, review.sample_path, scores.row_key,
+                          config.report.examples),
                  list(get_task_kind(config.task.value).display_columns), files)
     name = re.sub(r"[^\w.\-@]+", "_", report["run_name"]) + "-" + report["mlflow_run_id"][:8]
     return publish_folder(folder, f"{config.report.destination.rstrip('/')}/{name}")

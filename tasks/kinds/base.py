@@ -73,6 +73,9 @@ class TaskKindContract(Protocol):
     @property
     def score(self) -> ScoreFn: ...
 
+    @property
+    def review_texts(self) -> tuple[tuple[str, str], ...]: ...
+
     def count_inputs(self, items: pd.DataFrame, config: EvalConfig) -> int: ...
 
 
@@ -91,6 +94,9 @@ class TaskKindSpec:
     metric_task: str = ""  # default: the kind's name
     # how many model inputs an item table holds, given the config (for the progress bar)
     inputs: Callable[[pd.DataFrame, EvalConfig], int] = _one_input_per_item
+    # what a human reviewer is shown besides the image: role (question / prediction /
+    # references) -> per-sample column
+    review_texts: tuple[tuple[str, str], ...] = (("references", "captions"),)
 
     def count_inputs(self, items: pd.DataFrame, config: EvalConfig) -> int:
         return self.inputs(items, config)

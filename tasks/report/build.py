@@ -19,7 +19,7 @@ def write_report(
     report: dict[str, Any],
     per_sample: pd.DataFrame,
     extra_tables: dict[str, str],
-    review_csv: Path | None,
+    review_dir: Path | None,
     rejects: pd.DataFrame,
     formats: list[ReportFormat],
     examples: pd.DataFrame,
@@ -48,11 +48,11 @@ def write_report(
         written.append(_csv(per_sample, folder / "per_sample.csv"))
     if len(rejects):
         written.append(_csv(rejects, folder / "rejects.csv"))
-    if review_csv is not None and review_csv.exists():
-        target = folder / "review_sample.csv"
-        if review_csv.resolve() != target.resolve():
-            shutil.copyfile(review_csv, target)
-        written.append(target)
+    if review_dir is not None and review_dir.is_dir() and any(review_dir.iterdir()):
+        target = folder / "review"
+        if review_dir.resolve() != target.resolve():
+            shutil.copytree(review_dir, target, dirs_exist_ok=True)
+        written += sorted(p for p in target.rglob("*") if p.is_file())
     if ReportFormat.html in formats:
         written.append(_write_text(folder / "report.html",
                                    render(report, examples, display_columns)))

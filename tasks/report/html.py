@@ -71,7 +71,7 @@ def render(report: dict[str, Any], examples: pd.DataFrame, display_columns: list
             "<tr><td>" + image + "</td><td>" + escape(str(row["item_id"])) + "</td>"
             + _cell(list(row["captions"]))
             + "".join(_cell(row.get(c)) for c in display_columns)
-            + _cell(row.get("review_reason", "")) + "</tr>"
+            + _cell(row.get("review_strategy", "")) + "</tr>"
         )
     header = "".join(f"<th>{escape(c)}</th>" for c in ["image", "id", "captions",
                                                         *display_columns, "why shown"])

@@ -4,7 +4,7 @@ markdown summary Prefect shows as an artifact."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -15,6 +15,9 @@ from tasks.kinds.base import InferenceRef, Scores
 from tasks.secrets import redact
 from tasks.slicing import Slices
 from tasks.stats.estimates import is_interval_key
+
+if TYPE_CHECKING:
+    from tasks.review.prepare import ReviewQueue
 
 
 def build_report(config: EvalConfig, run: dict[str, str], dataset: DatasetRef,
@@ -67,18 +70,25 @@ def reject_summary(dataset: DatasetRef) -> dict[str, int]:
     return {str(k): int(v) for k, v in heads.value_counts().items()}
 
 
-def examples(per_sample: pd.DataFrame, review_csv: Path, count: int) -> pd.DataFrame:
-    """Show the review sample's first rows in the HTML (worst and random examples)."""
-    # rows are items, or (image, text) pairs where a kind scores pairs
-    key = "pair_id" if "pair_id" in per_sample.columns else "item_id"
-    review = pd.read_csv(review_csv, dtype={key: str}) if review_csv.exists() else None
-    if review is None or review.empty:
-        return per_sample.head(count).assign(review_reason="")
-    reasons = review.drop_duplicates(key).set_index(key)["review_reason"]
-    chosen = per_sample[per_sample[key].astype(str).isin(reasons.index)].copy()
-    chosen["review_reason"] = chosen[key].astype(str).map(reasons)
-    order = {"failed": 0, "worst": 1, "random": 2}
-    return chosen.sort_values("review_reason", key=lambda s: s.map(order)).head(count)
+def examples(per_sample: pd.DataFrame, sample_path: Path, key: str, count: int
+             ) -> pd.DataFrame:
+    """Show the review sample's first rows in the HTML: failures, then by strategy."""
+    if not sample_path.exists():
+        return per_sample.head(count).assign(review_strategy="")
+    sample = pd.read_parquet(sample_path, columns=[key, "review_strategy"])
+    strategies = sample.drop_duplicates(key).set_index(key)["review_strategy"]
+    chosen = per_sample[per_sample[key].isin(strategies.index)].copy()
+    chosen["review_strategy"] = chosen[key].map(strategies)
+    order = {name: rank for rank, name in enumerate(strategies.unique())} | {"failed": -1}
+    return chosen.sort_values("review_strategy", key=lambda s: s.map(order),
+                              kind="stable").head(count)
+
+
+def review_summary(review: ReviewQueue) -> dict[str, Any]:
+    """report.json's ``review``: the queue's size, strategies and files (relative to the
+    report folder)."""
+    return {"items": review.size, "strategies": review.strategies, "warnings": review.warnings,
+            "files": sorted(f"review/{name}" for name in review.files)}
 
 
 def summary_markdown(report: dict[str, Any], link: str, report_uri: str) -> str:
@@ -89,4 +99,10 @@ def summary_markdown(report: dict[str, Any], link: str, report_uri: str) -> str:
     counts = ", ".join(f"{k}: {v}" for k, v in report["counts"].items())
     lines += ["", f"Counts: {counts}"]
     lines += [f"> **warning:** {w}" for w in report["warnings"]]
+    review = report.get("review") or {}
+    if review.get("items"):
+        chosen = ", ".join(f"{k} {v}" for k, v in review["strategies"].items())
+        lines += ["", f"Review queue: {review['items']} items ({chosen}) in "
+                  f"`{report_uri.rstrip('/')}/review/`: " + ", ".join(
+                      f"`{Path(f).name}`" for f in review["files"])]
     return "\n".join(lines)

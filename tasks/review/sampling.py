@@ -1,44 +1,167 @@
-"""Pick items for human review: the worst-scored (where errors concentrate) plus a seeded random
-sample of the rest (so reviewers also see typical behaviour). Written as a CSV with empty
-columns for the reviewer's verdict."""
+"""Pick the items for human review: failures plus the configured sampling strategies.
+
+Protocol of :func:`select_for_review`:
+
+- eligible rows: ``status`` ``scored`` (candidates of the strategies) or ``failed`` (failed
+  inference or scoring); anything else (matching's ``calibration`` rows) is never sampled;
+- size: ``review.size``, or ``ceil(fraction × eligible rows)`` when ``fraction`` is set; never
+  more than the eligible rows;
+- failures: ``max(1, round(failed_share × size))`` when any failed, at most the failures, and
+  more when the scored rows cannot fill the rest; drawn at random;
+- the rest is split by share: strategies without a share split ``1 − Σ shares`` equally; when
+  every strategy has a share and they add up to less than 1 they are scaled up to 1; counts are
+  rounded by largest remainder (equal remainders favour the earlier strategy);
+- strategies run in the order given, each on the scored rows no earlier one chose; one that
+  chooses fewer than its quota (too few candidates, or skipped because a column it needs is
+  missing) leaves the shortfall to the next ones; what the last leaves is drawn at random
+  (``top_up``), so the size is met whenever enough rows exist;
+- every random choice comes from ``review.seed`` (one stream per strategy, one for failures,
+  one for the top-up): the same seed gives the same sample;
+- rows come back in the order they were chosen: failures, then each strategy's choices, then
+  the top-up; ``review_strategy`` names what chose each row (``failed`` for failures).
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tasks.config import ReviewConfig
+from tasks.config import ReviewConfig, SamplingStrategy
+from tasks.review.strategies import SamplingContext, Strategy, StrategyError, get_strategy
+from tasks.review.strategies.base import draw
 
+FAILED = "failed"
+TOP_UP = "top_up"
 REVIEW_COLUMNS = ["review_verdict", "review_notes"]
 
 
-def select_for_review(
-    table: pd.DataFrame, config: ReviewConfig, score_column: str, worst_is_high: bool
-) -> pd.DataFrame:
-    """Return the sampled rows with a ``review_reason`` column (worst / random / failed)."""
-    size = min(config.size, len(table))
-    if size == 0:
-        return table.iloc[0:0].assign(review_reason=pd.Series(dtype=str))
-    scored = table[table["status"] == "scored"]
-    failed = table[table["status"] != "scored"]
-    # failures always deserve a look: a tenth of the budget, more if scored rows run short
-    n_failed = min(len(failed), max(1, size // 10), size)
-    n_failed = max(n_failed, size - len(scored))
-    picks = [failed.head(n_failed).assign(review_reason="failed")]
-    budget = size - len(picks[0])
-    n_worst = {"worst": budget, "random": 0}.get(config.strategy, budget // 2)
-    worst = scored.sort_values(score_column, ascending=not worst_is_high, kind="stable")
-    worst = worst.head(n_worst)
-    picks.append(worst.assign(review_reason="worst"))
-    rest = scored.drop(index=worst.index)
-    n_random = min(budget - len(worst), len(rest))
-    if n_random > 0:
-        rng = np.random.default_rng(config.seed)
-        chosen = np.sort(rng.choice(len(rest), size=n_random, replace=False))
-        picks.append(rest.iloc[chosen].assign(review_reason="random"))
-    return pd.concat(picks)
+@dataclass
+class _Sample:
+    """Rows chosen so far (positional labels), what chose each, and warnings."""
+
+    labels: list[int] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, labels: pd.Index, name: str) -> None:
+        self.labels.extend(int(label) for label in labels)
+        self.names.extend([name] * len(labels))
+
+    def free(self, pool: pd.Index) -> pd.Index:
+        return pool[~pool.isin(self.labels)]
+
+
+def select_for_review(table: pd.DataFrame, config: ReviewConfig, default_metric: str,
+                      default_higher_is_worse: bool,
+                      higher_is_better: Mapping[str, bool] | None = None,
+                      ) -> tuple[pd.DataFrame, list[str]]:
+    """The review sample (the table's rows and columns plus ``review_strategy``) and warnings.
+
+    ``default_metric`` / ``default_higher_is_worse``: the task's review column and direction;
+    ``higher_is_better``: directions of other per-sample columns where known. An unknown
+    strategy name raises ``RegistryError`` before anything is drawn.
+    """
+    strategies = [get_strategy(spec.name) for spec in config.strategies]
+    frame = table.reset_index(drop=True)
+    scored = frame.index[frame["status"] == "scored"]
+    failed = frame.index[frame["status"] == FAILED]
+    size = review_size(config, len(scored) + len(failed))
+    sample = _Sample()
+    if size:
+        n_failed = failed_quota(config, size, len(failed), len(scored))
+        sample.add(draw(failed, n_failed, _stream(config.seed, 0)), FAILED)
+        context = SamplingContext(default_metric, default_higher_is_worse,
+                                  _stream(config.seed, 1), higher_is_better or {})
+        _fill(frame, scored, size - n_failed, config, strategies, context, sample)
+    rows = table.iloc[sample.labels]
+    names = pd.array(sample.names, dtype=str)
+    return rows.assign(review_strategy=names), sample.warnings
+
+
+def _fill(frame: pd.DataFrame, scored: pd.Index, total: int, config: ReviewConfig,
+          strategies: list[Strategy], context: SamplingContext, sample: _Sample) -> None:
+    """``total`` scored rows into ``sample``: the strategies in order, each given its quota
+    plus what the ones before left, then a random top-up of what the last one left."""
+    quotas = strategy_quotas(config.strategies, total)
+    carry = 0
+    for position, (spec, strategy, quota) in enumerate(
+            zip(config.strategies, strategies, quotas, strict=True)):
+        own = replace(context, rng=_stream(config.seed, position + 1))
+        carry = _run(frame.loc[sample.free(scored)], quota + carry, spec, strategy, own, sample)
+    top_up = _stream(config.seed, len(strategies) + 1)
+    sample.add(draw(sample.free(scored), carry, top_up), TOP_UP)
+
+
+def review_size(config: ReviewConfig, eligible: int) -> int:
+    """``size``, or ``ceil(fraction × eligible)`` when ``fraction`` is set; at most
+    ``eligible``."""
+    wanted = config.size if config.fraction is None else math.ceil(config.fraction * eligible)
+    return min(wanted, eligible)
+
+
+def failed_quota(config: ReviewConfig, size: int, failed: int, scored: int) -> int:
+    """Failures in a sample of ``size``: ``max(1, round(failed_share × size))`` when any failed,
+    capped by the failures; more when the scored rows cannot fill the rest."""
+    if not failed:
+        return 0
+    share = min(failed, max(1, round(config.failed_share * size)), size)
+    return max(share, size - scored)
+
+
+def strategy_quotas(strategies: list[SamplingStrategy], total: int) -> list[int]:
+    """``total`` split by the strategies' fractions (:func:`strategy_fractions`), rounded by
+    largest remainder; equal remainders favour the earlier strategy."""
+    exact = np.round(np.array(strategy_fractions(strategies)) * total, 9)
+    quotas = np.floor(exact).astype(np.int64)
+    extra = np.argsort(-(exact - quotas), kind="stable")[: max(0, total - int(quotas.sum()))]
+    quotas[extra] += 1
+    return [int(q) for q in quotas]
+
+
+def strategy_fractions(strategies: list[SamplingStrategy]) -> list[float]:
+    """Each strategy's part of the size: its share; strategies without one split what the
+    shares leave equally; when all have shares, they are scaled to add up to 1."""
+    given = sum(s.share or 0.0 for s in strategies)
+    free = sum(s.share is None for s in strategies)
+    if not free:
+        return [(s.share or 0.0) / given for s in strategies]
+    left = max(0.0, 1.0 - given) / free
+    return [left if s.share is None else s.share for s in strategies]
+
+
+def _run(candidates: pd.DataFrame, want: int, spec: SamplingStrategy,
+         strategy: Strategy, context: SamplingContext, sample: _Sample) -> int:
+    """Run one strategy into ``sample``; returns the shortfall it leaves to the next."""
+    try:
+        picked = _checked(pd.Index(strategy(candidates, want, spec, context)), candidates,
+                          want, spec.name)
+    except StrategyError as error:
+        sample.warnings.append(f"review strategy {spec.name!r} skipped: {error}")
+        return want
+    sample.add(picked, spec.name)
+    if len(picked) < want:
+        sample.warnings.append(
+            f"review strategy {spec.name!r} chose {len(picked)} of {want} item(s); the rest "
+            "goes to the next strategies or the random top-up")
+    return want - len(picked)
+
+
+def _checked(picked: pd.Index, candidates: pd.DataFrame, want: int, name: str) -> pd.Index:
+    """A strategy's choice, or ``ValueError`` when it breaks the protocol."""
+    if len(picked) > want or picked.has_duplicates or not picked.isin(candidates.index).all():
+        raise ValueError(f"review strategy {name!r} returned {len(picked)} label(s) for "
+                         f"{want}, repeated or outside its candidates")
+    return picked
+
+
+def _stream(seed: int, stream: int) -> np.random.Generator:
+    """Random stream ``stream`` of ``seed`` (negative seeds wrap to 64 bits)."""
+    return np.random.default_rng(np.random.SeedSequence(seed % 2**64, spawn_key=(stream,)))
 
 
 def write_review_csv(sample: pd.DataFrame, path: Path) -> Path:

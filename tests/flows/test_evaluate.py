@@ -62,7 +62,11 @@ def test_evaluate_flow_tracks_everything_and_reuses_inference(prefect_harness, f
     assert len(inputs) == 1 and inputs[0].dataset.digest == tags["bifocal.dataset_fingerprint"][:32]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
     assert {"report/report.json", "report/report.html", "report/per_sample.parquet",
-            "report/review_sample.csv", "report/rejects.csv"} <= artifacts
+            "report/rejects.csv"} <= artifacts
+    queue = {a.path for a in client.list_artifacts(run.info.run_id, "report/review")}
+    assert {"report/review/queue.csv", "report/review/queue.jsonl", "report/review/sample.parquet",
+            "report/review/review.json", "report/review/review_sheet.html",
+            "report/review/label_studio"} <= queue
     # load_table searches runs through the fluent API, so it needs the global tracking URI
     monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri",
                         config.tracking.tracking_uri)
@@ -77,8 +81,9 @@ def test_evaluate_flow_tracks_everything_and_reuses_inference(prefect_harness, f
     assert report["metrics"] == first["metrics"]
     per_sample = pd.read_parquet(report_dir / "per_sample.parquet")
     assert len(per_sample) == 10 and (per_sample["i2t_rank"] >= 1).all()
-    review = pd.read_csv(report_dir / "review_sample.csv")
-    assert len(review) == 4 and set(review["review_reason"]) == {"worst", "random"}
+    review = pd.read_csv(report_dir / "review" / "queue.csv")
+    assert len(review) == 4 and set(review["review_strategy"]) == {"worst", "random"}
+    assert report["review"]["items"] == 4
     html = (report_dir / "report.html").read_text()
     assert "i2t_recall_at_1" in html and "data:image/jpeg;base64," in html
 

@@ -6,6 +6,7 @@ from tasks.kinds.matching import infer, score
 register_task_kind(TaskKindSpec(
     name="matching", infer=infer.infer, score=score.score, inputs=infer.count_inputs,
     headline="accuracy",
+    review_texts=(("prediction", "text"), ("references", "captions")),
     display_columns=("text", "label", "score", "correct"),
     model_kinds=("dual_encoder", "itm", "torch_module"),
 ))

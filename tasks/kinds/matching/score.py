@@ -1,5 +1,7 @@
 """Matching scoring: the threshold is given, or chosen on a seeded held-out share of the images
-and applied to the rest; accuracy, precision, recall, F1 at it and AUROC over all thresholds."""
+and applied to the rest; accuracy, precision, recall, F1 at it and AUROC over all thresholds.
+The per-pair ``margin`` is ``|score − threshold|``: how far the pair is from flipping (the
+review's ``margin`` strategy samples the smallest); NaN for failed pairs."""
 
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
                             pairs["label"].to_numpy()[evaluated], scores[evaluated], threshold)
     run = score_metrics("matching", inputs, config)
     table = _pairs_table(pairs, scores, evaluated, ok, inference.failures, run.per_sample)
+    table["margin"] = np.where(ok, np.abs(scores - threshold), np.nan)
     # reports show the image's captions next to the pair's text
     table["captions"] = table["item_id"].map(dataset.load_items().set_index("item_id")["captions"])
     counts = {"pairs": len(pairs), "pairs_scored": int(evaluated.sum()),

@@ -1,5 +1,7 @@
 """Retrieval scoring: recall@K and ranks both ways over the cached embeddings; items whose
-image failed leave the ranking."""
+image failed leave the ranking. The per-image ``margin`` is the cosine similarity of the most
+similar caption in the gallery (any image's) minus that of the second most similar: how sure the
+model's top image-to-text pick is (the review's ``margin`` strategy samples the smallest)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.arrays import flatten_cells, owners
+from tasks.arrays import flatten_cells, l2_normalize, owners
 from tasks.config import EvalConfig
 from tasks.data.base import DatasetRef
 from tasks.kinds.base import InferenceRef, Scores
@@ -22,7 +24,8 @@ from tasks.kinds.scoring import (
     write_per_sample,
 )
 from tasks.kinds.sharded import load_arrays
-from tasks.metrics.retrieval import RetrievalInputs
+from tasks.kinds.zero_shot.score import top_two_margin
+from tasks.metrics.retrieval import BLOCK_BYTES, RetrievalInputs
 
 
 def protocol_warning(protocol: dict[str, Any] | None, images: int, texts: int) -> str | None:
@@ -50,7 +53,7 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
     i2t, t2i = _ranks(run.per_sample, ok_items, ok_texts)
     table = _items_table(items, ok_items, inference.failures, i2t, t2i)
     per_image = {k: v for k, v in run.per_sample.items() if k not in ("i2t_rank", "t2i_rank")}
-    table = metric_columns(table, ok_items, per_image)
+    table = metric_columns(table, ok_items, per_image | {"margin": caption_margins(inputs)})
     texts_table = pd.DataFrame({
         "item_id": items["item_id"].to_numpy()[text_owner],
         "caption": flatten_cells(items["captions"]),
@@ -65,6 +68,17 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
         counts={"images_scored": int(ok_items.sum()), "texts_scored": int(ok_texts.sum()),
                 "failed": int((~ok_items).sum())},
     )
+
+
+def caption_margins(inputs: RetrievalInputs) -> np.ndarray:
+    """Per image, its best caption similarity minus its second best over all texts (NaN with
+    fewer than two texts); similarities are computed a block of images at a time."""
+    images = l2_normalize(inputs.image_embeddings)
+    texts = l2_normalize(inputs.text_embeddings)
+    step = max(1, BLOCK_BYTES // (4 * max(len(texts), 1)))
+    blocks = [top_two_margin(images[start:start + step] @ texts.T)
+              for start in range(0, len(images), step)]
+    return np.concatenate(blocks) if blocks else np.empty(0)
 
 
 def _ranks(per_sample: dict[str, np.ndarray], ok_items: np.ndarray, ok_texts: np.ndarray

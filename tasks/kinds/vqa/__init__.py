@@ -6,5 +6,7 @@ from tasks.kinds.vqa import infer, score
 
 register_task_kind(TaskKindSpec(
     name="vqa", infer=infer.infer, score=score.score, headline="vqa_accuracy",
+    review_texts=(("question", "question"), ("prediction", "prediction"),
+                  ("references", "captions")),
     display_columns=("question", "prediction", "vqa_accuracy"), model_kinds=("vqa",),
 ))

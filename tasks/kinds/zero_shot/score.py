@@ -1,5 +1,8 @@
 """Zero-shot scoring: the image is assigned the class of highest cosine similarity; accuracy,
-F1 and the confusion matrix against the labels."""
+F1 and the confusion matrix against the labels. The per-sample ``margin`` is the cosine
+similarity of the best class minus that of the second best (the review's ``margin`` strategy
+samples the smallest): similarities, not probabilities, since a softmax needs the model's logit
+scale, which inference does not keep."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from tasks.config import EvalConfig
 from tasks.data.base import DatasetRef
 from tasks.kinds.base import InferenceRef, Scores
 from tasks.kinds.scoring import (
+    metric_columns,
     ok_mask,
     per_item_table,
     score_metrics,
@@ -41,6 +45,7 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
     full = iter(predicted)
     table = per_item_table(items, ok, failures, run.per_sample,
                            [next(full) if k else None for k in ok])
+    table = metric_columns(table, ok, {"margin": top_two_margin(sims)})
     out.mkdir(parents=True, exist_ok=True)
     files = _confusion_matrix_file(run.extra.get("classification", {}), out)
     review = "correct" if "correct" in run.per_sample else "status"
@@ -52,6 +57,14 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
         counts={"images_scored": int(ok.sum()), "failed": int((~ok).sum()),
                 "classes": len(names)},
     )
+
+
+def top_two_margin(sims: np.ndarray) -> np.ndarray:
+    """Per row, the best value minus the second best; NaN with fewer than two columns."""
+    if sims.shape[1] < 2:
+        return np.full(len(sims), np.nan)
+    top_two = np.partition(sims, -2, axis=1)[:, -2:]
+    return (top_two[:, 1] - top_two[:, 0]).astype(np.float64)
 
 
 def _label_failures(labels: pd.Series, known: set[str], failures: dict[int, str]

@@ -1,0 +1,155 @@
+"""End to end: an evaluation writes its review queue, reviewers fill it in, ``bifocal review
+ingest`` records the human metrics and the agreement on MLflow; the figures are checked against
+scipy, scikit-learn and the krippendorff package on the same ratings."""
+
+from __future__ import annotations
+
+import io
+import json
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import krippendorff
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from scipy.stats import kendalltau, spearmanr
+from sklearn.metrics import cohen_kappa_score, roc_auc_score
+
+from tasks.config_io import build_config
+from tests.helpers import write_dataset
+
+pytestmark = pytest.mark.e2e
+
+REVIEW = {"size": 16, "seed": 2, "strategies": [
+    {"name": "worst", "share": 0.25}, {"name": "stratified", "column": "size", "share": 0.25},
+    {"name": "margin", "share": 0.25}, {"name": "random", "share": 0.25}]}
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    from flows.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def evaluated(prefect_harness, tiny_clip_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    from flows.evaluate import evaluate
+
+    tmp = tmp_path_factory.mktemp("review-e2e")
+    config = build_config({
+        "model": {"path": str(tiny_clip_dir), "batch_size": 8},
+        "dataset": {"path": str(write_dataset(tmp / "ds", n=40))},
+        "review": REVIEW, "slices": {"columns": ["size"], "min_size": 2},
+        "statistics": {"bootstrap": 200},
+        "report": {"destination": str(tmp / "reports")},
+        "tracking": {"tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}", "experiment": "review"},
+        "work_dir": str(tmp / "work")})
+    return evaluate(config), config, tmp
+
+
+def scripted_ratings(queue: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Relevance from the item's rank plus seeded noise; correct when the rank is 1."""
+    rng = np.random.default_rng(seed)
+    rank = queue["score_i2t_rank"].to_numpy(dtype=float)
+    relevance = np.clip(np.round(5.5 - rank / 4 + rng.normal(0, 0.8, len(rank))), 1, 5)
+    flip = rng.random(len(rank)) < 0.15
+    verdict = np.where((rank <= 2) ^ flip, "correct", "incorrect")
+    return queue.assign(relevance=relevance.astype(int), verdict=verdict, comment="ok, fine")
+
+
+def test_queue_files_strategies_and_manifest(evaluated):
+    result, config, _ = evaluated
+    folder = Path(result["report"]) / "review"
+    names = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert {"queue.csv", "queue.jsonl", "sample.parquet", "review.json", "review_sheet.html",
+            "label_studio/config.xml", "label_studio/tasks.json"} <= names
+    queue = pd.read_csv(folder / "queue.csv")
+    assert len(queue) == 16 and queue["review_id"].is_unique
+    assert set(queue["review_strategy"]) == {"worst", "stratified", "margin", "random"}
+    assert {"relevance", "verdict", "comment", "reviewer", "score_i2t_rank"} <= set(queue.columns)
+    manifest = json.loads((folder / "review.json").read_text())
+    assert manifest["run_id"] == result["mlflow_run_id"] and manifest["slices"] == ["size"]
+    tasks = json.loads((folder / "label_studio" / "tasks.json").read_text())
+    assert len(tasks) == 16 and {t["data"]["review_id"] for t in tasks} == set(queue["review_id"])
+
+
+def test_ingest_records_human_metrics_and_agreement_matching_the_references(evaluated):
+    result, config, tmp = evaluated
+    run_id, uri = result["mlflow_run_id"], config.tracking.tracking_uri
+    queue = pd.read_csv(Path(result["report"]) / "review" / "queue.csv")
+    ann = scripted_ratings(queue, seed=1).assign(reviewer="ann")
+    ann.to_csv(tmp / "ann.csv", index=False)
+    bob = scripted_ratings(queue.head(10), seed=7).drop(columns=["reviewer"])
+    with (tmp / "bob.jsonl").open("w") as handle:  # the JSONL queue, filled in, no reviewer
+        for row in bob.to_dict(orient="records"):
+            handle.write(json.dumps(row) + "\n")
+
+    code, out, err = run_cli("review", "ingest", run_id, str(tmp / "ann.csv"),
+                             str(tmp / "bob.jsonl"), "--tracking-uri", uri)
+    assert code == 0, err
+    assert "reviewed items: 16, ratings: 26, reviewers: 2" in out
+
+    client = MlflowClient(tracking_uri=uri)
+    child = client.search_runs([client.get_run(run_id).info.experiment_id],
+                               f"tags.bifocal.review_of = '{run_id}'")
+    assert [r.info.run_name for r in child] == ["review-1"]
+    assert child[0].data.tags["mlflow.parentRunId"] == run_id
+    metrics = child[0].data.metrics
+
+    both = pd.concat([ann.assign(reviewer="ann"), bob.assign(reviewer="bob")])
+    per_item = both.groupby("review_id").agg(relevance=("relevance", "mean"),
+                                             rank=("score_i2t_rank", "first"),
+                                             correct=("verdict", lambda v: (v == "correct")
+                                                      .mean()))
+    assert metrics["human_relevance_mean"] == pytest.approx(per_item["relevance"].mean())
+    assert metrics["human_verdict_correct_share"] == pytest.approx(per_item["correct"].mean())
+    assert metrics["spearman.i2t_rank.relevance"] == pytest.approx(
+        spearmanr(per_item["rank"], per_item["relevance"]).statistic)
+    assert metrics["kendall.i2t_rank.relevance"] == pytest.approx(
+        kendalltau(per_item["rank"], per_item["relevance"]).statistic)
+    decided = per_item[per_item["correct"] != 0.5]
+    assert metrics["auroc.i2t_rank.verdict"] == pytest.approx(
+        roc_auc_score(decided["correct"] > 0.5, -decided["rank"]))
+    pair = ann.head(10).set_index("review_id").join(bob.set_index("review_id"), rsuffix="_b")
+    assert metrics["kappa.relevance"] == pytest.approx(cohen_kappa_score(
+        pair["relevance"], pair["relevance_b"], weights="quadratic", labels=[1, 2, 3, 4, 5]))
+    assert metrics["kappa.verdict"] == pytest.approx(
+        cohen_kappa_score(pair["verdict"], pair["verdict_b"]))
+    matrix = both.pivot(index="reviewer", columns="review_id", values="relevance")
+    assert metrics["alpha.relevance"] == pytest.approx(krippendorff.alpha(
+        matrix.to_numpy(dtype=float), level_of_measurement="ordinal",
+        value_domain=[1, 2, 3, 4, 5]))
+    assert metrics["interrater_items.relevance"] == 10
+    for key in ("human_relevance_mean", "spearman.i2t_rank.relevance", "alpha.relevance"):
+        assert metrics[f"{key}_ci_low"] <= metrics[key] <= metrics[f"{key}_ci_high"]
+    assert any(k.startswith("human_relevance_mean.strategy.margin") for k in metrics)
+    assert any(k.startswith("human_relevance_mean.slice.size.") for k in metrics)
+
+    stored = client.download_artifacts(run_id, "review/ratings.parquet", str(tmp / "dl"))
+    assert len(pd.read_parquet(stored)) == 26
+
+
+def test_a_bad_file_stores_nothing_and_names_file_and_line(evaluated):
+    result, config, tmp = evaluated
+    run_id, uri = result["mlflow_run_id"], config.tracking.tracking_uri
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_run(run_id).info.experiment_id
+    before = len(client.search_runs([experiment], f"tags.bifocal.review_of = '{run_id}'"))
+    (tmp / "good.csv").write_text("review_id,reviewer,relevance\n"
+                                  + pd.read_csv(Path(result["report"]) / "review" / "queue.csv")
+                                  ["review_id"].iloc[0] + ",carl,3\n")
+    (tmp / "bad.csv").write_text("review_id,reviewer,relevance\nnot-an-item,carl,3\n")
+    code, _, err = run_cli("review", "ingest", run_id, str(tmp / "good.csv"),
+                           str(tmp / "bad.csv"), "--tracking-uri", uri)
+    assert code == 2
+    assert "bad.csv: line 2: review_id 'not-an-item' is not in the run's review queue" in err
+    after = client.search_runs([experiment], f"tags.bifocal.review_of = '{run_id}'")
+    assert len(after) == before
+    code, _, err = run_cli("review", "ingest", "0" * 32, str(tmp / "good.csv"),
+                           "--tracking-uri", uri)
+    assert code == 2 and "not found" in err
