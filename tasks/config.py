@@ -311,13 +311,16 @@ class SamplingStrategy(_Strict):
     name: str = Field(..., min_length=1, description="Sampling strategy: random, stratified, "
                       "worst, margin, disagreement or filter_top_k.")
     share: float | None = Field(
-        None, gt=0, le=1, description="Part of the review size this strategy fills; strategies "
-        "without a share split what the others leave equally.")
+        None, gt=0, le=1, description="Part of the review size (after the failures' part) this "
+        "strategy fills; strategies without a share split what the others leave equally; "
+        "shares adding up to less than 1 are scaled up. A quota a strategy cannot fill passes "
+        "to the next; the rest is drawn at random (strategy top_up).")
     metric: str | None = Field(
         None, description="Per-sample column it ranks by (worst, filter_top_k; margin: the "
         "margin column). Default: the task's review column, e.g. i2t_rank or cider.")
     higher_is_worse: bool | None = Field(
-        None, description="Direction of metric (default: the task's, e.g. true for a rank).")
+        None, description="Direction of metric. Default: the task's for its review column, "
+        "else the metric's own direction, else worse-when-high for rank columns only.")
     column: str | None = Field(None, description="Metadata column to stratify by (stratified).")
     allocation: Literal["proportional", "equal"] = Field(
         "proportional", description="stratified: items per stratum proportional to its size, "
@@ -345,6 +348,14 @@ class RatingField(_Strict):
         "choices [correct, incorrect] gives the share judged correct and each metric's AUROC.")
     required: bool = Field(True, description="An item counts as reviewed only with this answer "
                            "(text fields: never required).")
+
+    @field_validator("choices", mode="before")
+    @classmethod
+    def _no_yaml_booleans(cls, value: Any) -> Any:
+        if isinstance(value, list) and any(isinstance(v, bool) for v in value):
+            raise ValueError("YAML reads yes/no/true/false/on/off as booleans: quote the "
+                             "choices, e.g. ['yes', 'no']")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> RatingField:
@@ -378,7 +389,8 @@ class ReviewFormat(StrEnum):
 class ReviewConfig(_Strict):
     size: int = Field(20, ge=0, description="Number of items to sample (0 disables review).")
     fraction: float | None = Field(
-        None, gt=0, le=1, description="Sample this part of the scored items instead of size.")
+        None, gt=0, le=1, description="Sample this part of the scored and failed items instead "
+        "of size.")
     strategies: list[SamplingStrategy] = Field(
         default_factory=_default_strategies, min_length=1, description="How the sample is "
         "chosen: strategies with their shares of the size, filled in order, deduplicated.")

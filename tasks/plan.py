@@ -14,11 +14,12 @@ file costs no Prefect server start, no MLflow run and no retries.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from tasks.config import DatasetConfig, EvalConfig
+from tasks.config import DatasetConfig, EvalConfig, SamplingStrategy
 from tasks.config_io import ConfigError
 from tasks.data.base import SOURCES, DataError, RawTable, normalize
 from tasks.kinds import TaskKindContract, get_task_kind
@@ -40,7 +41,7 @@ def check_config(config: EvalConfig) -> TaskKindContract:
     kind = get_task_kind(config.task.value)
     if not problems:
         problems += _model_fits_task(config, kind) + _metrics_match_task(config, kind)
-    problems += _metric_options(config.metric_options)
+    problems += _metric_options(config.metric_options) + _review_strategies(config)
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
     return kind
@@ -64,6 +65,31 @@ def _metrics_match_task(config: EvalConfig, kind: TaskKindContract) -> list[str]
     return [f"metrics: metric {name!r} is for task {METRICS.get(name).task!r}, not "
             f"{kind.metric_task!r}" for name in config.metrics
             if METRICS.get(name).task != kind.metric_task]
+
+
+# what each sampling strategy cannot run without (runtime gaps, e.g. a column the per-sample
+# table lacks, are skipped with a warning instead)
+_STRATEGY_NEEDS: dict[str, tuple[str, Callable[[SamplingStrategy], bool]]] = {
+    "stratified": ("a column to stratify by", lambda s: bool(s.column)),
+    "disagreement": ("exactly two metrics", lambda s: len(s.metrics) == 2),
+    "filter_top_k": ("thresholds", lambda s: bool(s.thresholds)),
+}
+
+
+def _review_strategies(config: EvalConfig) -> list[str]:
+    from tasks.review.strategies import STRATEGIES
+
+    known = STRATEGIES.names()
+    problems = []
+    for index, strategy in enumerate(config.review.strategies):
+        where = f"review.strategies[{index}]"
+        if strategy.name not in known:
+            problems.append(f"{where}.name: unknown sampling strategy {strategy.name!r}; "
+                            f"known: {', '.join(known)}")
+        elif strategy.name in _STRATEGY_NEEDS and not _STRATEGY_NEEDS[strategy.name][1](strategy):
+            problems.append(f"{where}: {strategy.name} needs "
+                            f"{_STRATEGY_NEEDS[strategy.name][0]}")
+    return problems
 
 
 def _metric_options(options: dict[str, dict[str, Any]]) -> list[str]:

@@ -14,9 +14,11 @@ a JWT refresh token that does not expire), and from then on calls the API with
 and lasts 5 minutes; a 401 refreshes it once. More annotators sign up through the signup form
 (open signup is Label Studio's default), so every annotation is made by its own real user.
 
-A fresh data directory takes its migrations (~40 s to ``/health`` on an idle 2-core machine, ~2.5 min
-on a loaded one); the migrated, user-less database is then kept under
-``.cache/label-studio/template-<version>`` and copied into each later server's data directory.
+A fresh data directory needs Label Studio's migrations, which take most of a first start (~45 s
+on an idle 2-core machine, minutes on a loaded one; a migrated one answers ``/health`` in ~6 s).
+So the first server migrates a user-less database once (``label-studio version`` migrates and
+exits), keeps it under ``.cache/label-studio/template-<version>``, and every server starts from a
+copy of it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,13 @@ import pandas as pd
 import requests
 
 from tasks.config import RatingField
+from tasks.review.label_studio import (
+    label_studio_result,
+    label_studio_tasks,
+    labeling_config,
+    local_files_url,
+)
+from tasks.review.queue import TEXT_ROLES
 from tests.services import free_port, stop_process_group, unavailable
 
 VERSION = "1.23.2"
@@ -46,6 +55,7 @@ TEMPLATE = CACHE / f"template-{VERSION}"
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@bifocal.test", "bifocal-admin-password"
 START_TIMEOUT_S = 360  # a first start migrates: ~2.5 min on a loaded 2-core machine
 HTTP_TIMEOUT_S = 60
+REVIEWERS = ("reviewer-1@bifocal.test", "reviewer-2@bifocal.test")
 
 
 class LabelStudioError(RuntimeError):
@@ -85,10 +95,7 @@ class LabelStudioClient:
                               headers={"Referer": url + page}, timeout=HTTP_TIMEOUT_S)
         if answer.status_code != 302:
             raise LabelStudioError(f"{page} for {email} answered {answer.status_code}")
-        token = browser.post(url + "/api/token/", timeout=HTTP_TIMEOUT_S,
-                             headers={"X-CSRFToken": browser.cookies["csrftoken"],
-                                      "Referer": url + "/"})
-        client = cls(url, email, _json(token)["token"])
+        client = cls(url, email, _personal_access_token(browser, url))
         client.user_id = int(client.call("GET", "/api/current-user/whoami")["id"])
         return client
 
@@ -154,13 +161,46 @@ class LabelStudioClient:
         return dict(self.call("POST", f"/api/tasks/{task_id}/annotations/",
                               json={"result": [], "was_cancelled": True}))
 
-    def export(self, project_id: int, destination: Path) -> Path:
-        """Download the project's JSON export (tasks with annotations) to ``destination``."""
-        answer = self.request("GET", f"/api/projects/{project_id}/export",
-                              params={"exportType": "JSON"})
+    def export(self, project_id: int, destination: Path, emails: bool = True) -> Path:
+        """Write the project's JSON export (the tasks that have annotations) to ``destination``.
+
+        ``emails``: a snapshot export (``POST /api/projects/{id}/exports/``, what the UI's Export
+        makes) with each annotation's ``completed_by`` expanded to ``{id, email, ...}``;
+        otherwise the direct ``GET /api/projects/{id}/export?exportType=JSON``, whose
+        ``completed_by`` is the user id only.
+        """
+        if emails:
+            path = f"/api/projects/{project_id}/exports/{self._snapshot(project_id)}/download"
+        else:
+            path = f"/api/projects/{project_id}/export"
+        answer = self.request("GET", path, params={"exportType": "JSON"})
         _check(answer)
         destination.write_bytes(answer.content)
         return destination
+
+    def _snapshot(self, project_id: int, timeout: float = 120) -> int:
+        """A finished export snapshot of the project with annotators' emails; its id."""
+        options = {"annotations__completed_by": {"only_id": False}}
+        snapshot = self.call("POST", f"/api/projects/{project_id}/exports/",
+                             json={"title": "bifocal", "serialization_options": options})
+        deadline = time.monotonic() + timeout
+        while snapshot["status"] != "completed":
+            if snapshot["status"] == "failed" or time.monotonic() > deadline:
+                raise LabelStudioError(f"export snapshot {snapshot['id']}: {snapshot['status']}")
+            time.sleep(0.5)
+            snapshot = self.call("GET", f"/api/projects/{project_id}/exports/{snapshot['id']}")
+        return int(snapshot["id"])
+
+
+def _personal_access_token(browser: requests.Session, url: str) -> str:
+    """A new personal access token of the logged-in user. A user has at most one, so the ones
+    it has are revoked first (as the UI's "revoke"): clients made before stop working."""
+    headers = {"X-CSRFToken": str(browser.cookies["csrftoken"]), "Referer": url + "/"}
+    for old in _json(browser.get(url + "/api/token/", timeout=HTTP_TIMEOUT_S)):
+        _check(browser.post(url + "/api/token/blacklist/", json={"refresh": old["token"]},
+                            headers=headers, timeout=HTTP_TIMEOUT_S))
+    created = browser.post(url + "/api/token/", headers=headers, timeout=HTTP_TIMEOUT_S)
+    return str(_json(created)["token"])
 
 
 def _check(answer: requests.Response) -> None:
@@ -184,16 +224,21 @@ class LabelStudioServer:
     url: str
     document_root: Path
     admin: LabelStudioClient
+    users: dict[str, LabelStudioClient] = field(default_factory=dict)
 
-    def add_user(self, email: str, password: str = "bifocal-reviewer-password"
-                 ) -> LabelStudioClient:
-        """A new real user of the organization (signup form), logged in with its own token."""
-        return LabelStudioClient.signup(self.url, email, password)
+    def user(self, email: str, password: str = "bifocal-reviewer-password"
+             ) -> LabelStudioClient:
+        """The client of a real user of the organization, signed up (signup form) on first use
+        and kept: later calls with the same email return the same client."""
+        if email == self.admin.email:
+            return self.admin
+        if email not in self.users:
+            self.users[email] = LabelStudioClient.signup(self.url, email, password)
+        return self.users[email]
 
 
-def label_studio_binary() -> Path | None:
-    binary = VENV / "bin" / "label-studio"
-    return binary if binary.exists() else None
+def label_studio_binary() -> Path:
+    return VENV / "bin" / "label-studio"
 
 
 def server_env(data_dir: Path, document_root: Path, port: int) -> dict[str, str]:
@@ -205,21 +250,21 @@ def server_env(data_dir: Path, document_root: Path, port: int) -> dict[str, str]
         "LATEST_VERSION_CHECK": "false",  # no question to PyPI at start
         "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "", "COLLECT_ANALYTICS": "false",
         "USERNAME": ADMIN_EMAIL, "PASSWORD": ADMIN_PASSWORD,
-        "HOST": f"http://127.0.0.1:{port}",
+        "HOST": f"http://127.0.0.1:{port}",  # the URL it puts in links and exports
     }
-    return {**os.environ, "DJANGO_DB": "sqlite", **{f"LABEL_STUDIO_{k}": v
-                                                    for k, v in settings.items()}}
+    return {**os.environ, "DJANGO_DB": "sqlite",
+            **{f"LABEL_STUDIO_{key}": value for key, value in settings.items()}}
 
 
 @contextmanager
 def label_studio_server(root: Path) -> Iterator[LabelStudioServer]:
     """A Label Studio server with its data and document root under ``root``; stopped after."""
     binary = label_studio_binary()
-    if binary is None:
+    if not binary.exists():
         unavailable(f"Label Studio is not installed in {VENV}: run scripts/setup-label-studio.sh")
     data_dir, document_root = root / "label-studio-data", root / "documents"
     document_root.mkdir(parents=True, exist_ok=True)
-    _copy_template(data_dir)
+    _copy_template(binary, data_dir, root / "label-studio-migrate.log")
     port = free_port()
     log_path = root / "label-studio.log"
     with log_path.open("wb") as log:
@@ -228,14 +273,15 @@ def label_studio_server(root: Path) -> Iterator[LabelStudioServer]:
             yield _connect(process, port, document_root, log_path)
         finally:
             stop_process_group(process, timeout=30)
-    _save_template(data_dir)
 
 
 def _start(binary: Path, port: int, data_dir: Path, document_root: Path,
            log: Any) -> subprocess.Popen:
+    """``label-studio start`` bound to loopback (``--internal-host``; ``--host`` is only the
+    URL it advertises) in a process group of its own."""
     command = [str(binary), "start", "--no-browser", "--internal-host", "127.0.0.1",
                "--port", str(port)]
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=data_dir.parent,
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=data_dir,
                             env=server_env(data_dir, document_root, port),
                             stdin=subprocess.DEVNULL, start_new_session=True)
 
@@ -247,9 +293,13 @@ def _connect(process: subprocess.Popen, port: int, document_root: Path,
         wait_healthy(url, process, START_TIMEOUT_S)
         admin = LabelStudioClient.login(url, ADMIN_EMAIL, ADMIN_PASSWORD)
     except (RuntimeError, requests.RequestException) as error:
-        tail = log_path.read_text(errors="replace")[-3000:]
-        unavailable(f"Label Studio did not start: {error}\n{tail}")
+        _unavailable("Label Studio did not start", error, log_path)
     return LabelStudioServer(url, document_root, admin)
+
+
+def _unavailable(what: str, error: Exception, log_path: Path) -> None:
+    tail = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
+    unavailable(f"{what}: {error}\n{tail}")
 
 
 def wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> float:
@@ -269,41 +319,116 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> float:
 
 # --- the migrated database, kept for later servers ---------------------------------------------
 
-TEMPLATE_FILES = ("label_studio.sqlite3", ".env")
+TEMPLATE_FILES = ("label_studio.sqlite3", ".env")  # the database and its SECRET_KEY
 
 
-def _copy_template(data_dir: Path) -> None:
-    """Start from the kept migrated database when there is one (skips ~all migrations)."""
+def _copy_template(binary: Path, data_dir: Path, log_path: Path) -> None:
+    """Give ``data_dir`` a migrated database without users: the kept one, made first if need be
+    (``label-studio version`` migrates a fresh data directory and exits)."""
+    if not all((TEMPLATE / name).exists() for name in TEMPLATE_FILES):
+        _make_template(binary, log_path)
     data_dir.mkdir(parents=True, exist_ok=True)
-    if all((TEMPLATE / name).exists() for name in TEMPLATE_FILES):
-        for name in TEMPLATE_FILES:
-            shutil.copy2(TEMPLATE / name, data_dir / name)
+    for name in TEMPLATE_FILES:
+        shutil.copy2(TEMPLATE / name, data_dir / name)
 
 
-def _save_template(data_dir: Path) -> None:
-    """Keep a migrated database without users or projects (once per Label Studio version)."""
-    if TEMPLATE.exists() or not (data_dir / "label_studio.sqlite3").exists():
-        return
+def _make_template(binary: Path, log_path: Path) -> None:
     staging = CACHE / f".template-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
-    for name in TEMPLATE_FILES:
-        shutil.copy2(data_dir / name, staging / name)
-    _empty_database(staging / "label_studio.sqlite3")
+    env = server_env(staging, staging, 0)
+    for key in ("LABEL_STUDIO_USERNAME", "LABEL_STUDIO_PASSWORD"):
+        env.pop(key)
     try:
+        with log_path.open("wb") as log:
+            subprocess.run([str(binary), "version"], stdout=log, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL, cwd=staging, env=env, check=True,
+                           timeout=START_TIMEOUT_S)
         staging.rename(TEMPLATE)
-    except OSError:  # another process kept one first
+    except (OSError, subprocess.SubprocessError) as error:
+        if not TEMPLATE.exists():  # else another process made it first
+            _unavailable("Label Studio could not migrate its database", error, log_path)
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _empty_database(path: Path) -> None:
-    raise NotImplementedError
 
 
 # --- a scripted review round trip --------------------------------------------------------------
 
-Rule = Callable[[dict[str, Any], RatingField, str], Any]
+SKIP = "skip"
+# (queue row as a dict, reviewer index) -> {field: answer}, SKIP (a cancelled annotation) or
+# None (this reviewer does not see the row)
+Rule = Callable[[dict[str, Any], int], "dict[str, Any] | str | None"]
+
+
+@dataclass(frozen=True)
+class ReviewRoundTrip:
+    """What :func:`annotate_queue` did: the project, the export file, what was submitted."""
+
+    project_id: int
+    export_path: Path
+    submitted: pd.DataFrame  # review_id, run_id, reviewer (email), one column per field
+    skipped: int
 
 
 def annotate_queue(server: LabelStudioServer, queue: pd.DataFrame, schema: list[RatingField],
-                   rule: Rule, destination: Path, annotators: int = 1) -> Path:
-    raise NotImplementedError
+                   rule: Rule, destination: Path, reviewers: Sequence[str] = REVIEWERS,
+                   texts: Mapping[str, bool] | None = None, emails: bool = True
+                   ) -> ReviewRoundTrip:
+    """Review a queue in Label Studio as scripted reviewers would, and export the result.
+
+    Copies the queue's images under the server's document root, creates a project with
+    ``labeling_config(schema, texts)`` (``texts``: the roles with any text in the queue) and a
+    local-files storage, imports ``label_studio_tasks``, then lets each reviewer (a real user,
+    ``reviewers[i]``) answer each row as ``rule(row, i)`` says, and writes the JSON export to
+    ``destination`` (``emails``: see :meth:`LabelStudioClient.export`).
+    """
+    project_id, task_ids = _project_of(server, queue, schema, texts)
+    submitted, skipped = [], 0
+    for index, email in enumerate(reviewers):
+        client = server.user(email)
+        for row in queue.to_dict("records"):
+            answers = rule(row, index)
+            if answers == SKIP:
+                client.skip(task_ids[str(row["review_id"])])
+                skipped += 1
+            elif isinstance(answers, dict):
+                client.annotate(task_ids[str(row["review_id"])],
+                                label_studio_result(schema, answers))
+                submitted.append(_submitted(row, email, schema, answers))
+    server.admin.export(project_id, destination, emails=emails)
+    return ReviewRoundTrip(project_id, destination, pd.DataFrame(submitted), skipped)
+
+
+def _project_of(server: LabelStudioServer, queue: pd.DataFrame, schema: list[RatingField],
+                texts: Mapping[str, bool] | None) -> tuple[int, dict[str, int]]:
+    """A new project holding the queue; its id and ``{review_id: task id}``."""
+    folder = server.document_root / f"queue-{uuid.uuid4().hex[:8]}"
+    copies = _copy_images(queue["image_path"], folder)
+    if texts is None:
+        texts = {role: bool(queue[role].map(bool).any()) for role in TEXT_ROLES
+                 if role in queue.columns}
+    admin = server.admin
+    project = admin.create_project(f"Review {folder.name}", labeling_config(schema, texts))
+    admin.add_local_storage(project["id"], folder)
+    url = local_files_url(server.document_root)
+    admin.import_tasks(project["id"], label_studio_tasks(queue, schema,
+                                                         lambda path: url(copies[path])))
+    task_ids = {str(task["data"]["review_id"]): task["id"] for task in admin.tasks(project["id"])}
+    return int(project["id"]), task_ids
+
+
+def _copy_images(paths: Iterable[str], folder: Path) -> dict[str, str]:
+    """Copy each distinct image into ``folder`` (Label Studio serves files under its document
+    root only); ``{original path: copy}``."""
+    folder.mkdir(parents=True)
+    copies: dict[str, str] = {}
+    for path in dict.fromkeys(str(p) for p in paths):
+        copy = folder / f"{len(copies):05d}{Path(path).suffix}"
+        shutil.copy2(path, copy)
+        copies[path] = str(copy)
+    return copies
+
+
+def _submitted(row: dict[str, Any], email: str, schema: list[RatingField],
+               answers: Mapping[str, Any]) -> dict[str, Any]:
+    return {"review_id": str(row["review_id"]), "run_id": str(row["run_id"]), "reviewer": email,
+            **{field.name: answers.get(field.name) for field in schema}}

@@ -92,6 +92,26 @@ def _choices(field: RatingField) -> list[str]:
     return list(field.choices)
 
 
+def label_studio_result(schema: list[RatingField], answers: Mapping[str, Any]
+                        ) -> list[dict[str, Any]]:
+    """The ``result`` list of an annotation that gives ``answers`` (``{field: value}``: an int
+    for a rating, one of the choices for a choice, a string for a text; a field left out or
+    ``None`` stays unanswered) — what Label Studio stores when a reviewer submits them, and what
+    :func:`read_label_studio_export` reads back."""
+    return [_result_item(field, answers[field.name]) for field in schema
+            if answers.get(field.name) is not None]
+
+
+def _result_item(field: RatingField, answer: Any) -> dict[str, Any]:
+    kind = _result_type(field)
+    if kind == "rating":
+        value: Any = int(answer)
+    else:
+        value = [str(answer)]
+    return {"from_name": field.name, "to_name": IMAGE, "type": kind,
+            "value": {_RESULT_KEYS[kind]: value}}
+
+
 # --- the tasks to import ---------------------------------------------------------------------
 
 
@@ -118,11 +138,10 @@ def _task(row: dict[str, Any], image_url: Callable[[str], str],
           headline: str | None) -> dict[str, Any]:
     scores = _finite(row.get("scores") or {})
     data = {IMAGE: image_url(str(row["image_path"])),
-            "question": row.get("question") or "",
-            "prediction": row.get("prediction") or "",
+            **{key: _text(row.get(key)) for key in ("question", "prediction", "review_id",
+                                                     "run_id", "review_strategy", "status",
+                                                     "reason")},
             "references": "\n".join(_strings(row.get("references"))),
-            **{key: str(row.get(key) or "") for key in ("review_id", "run_id",
-                                                         "review_strategy", "status", "reason")},
             **{SCORE_PREFIX + name: value for name, value in scores.items()}}
     task: dict[str, Any] = {"data": data}
     if scores:
@@ -134,6 +153,13 @@ def _task(row: dict[str, Any], image_url: Callable[[str], str],
 def _finite(scores: Mapping[str, Any]) -> dict[str, float]:
     """The scores JSON can carry (NaN and infinities dropped)."""
     return {str(k): float(v) for k, v in scores.items() if math.isfinite(float(v))}
+
+
+def _text(value: Any) -> str:
+    """A text of the task: ``""`` for None / NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
 
 
 def _strings(value: Any) -> list[str]:
@@ -234,7 +260,8 @@ def _annotations(path: Path, task: Any, where: str) -> list[dict[str, Any]]:
         raise ReviewFileError(f"{where}: not a task with data")
     if task["data"].get("review_id") in (None, ""):
         raise ReviewFileError(f"{where}: data has no review_id")
-    annotations = task.get("annotations") or []
+    annotations = task.get("annotations")
+    annotations = [] if annotations is None else annotations
     if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
         raise ReviewFileError(f"{where}: annotations is not a list of annotations")
     return annotations
@@ -293,7 +320,9 @@ def _answer(field: RatingField, item: dict[str, Any]) -> Any:
         return _text_answer(field, answer)
     if expected == "choices":
         answer = _single_choice(field, answer)
-    return _rating(field, answer) if field.type == "rating" else answer
+        # a scale other than 1..max is asked as choices "min".."max"
+        return int(answer) if field.type == "rating" else answer
+    return _rating(field, answer)
 
 
 def _result_type(field: RatingField) -> str:
@@ -316,8 +345,6 @@ def _single_choice(field: RatingField, answer: Any) -> str:
 
 
 def _rating(field: RatingField, answer: Any) -> int:
-    if isinstance(answer, str) and answer.lstrip("-").isdigit():
-        answer = int(answer)  # a rating asked as choices
     if isinstance(answer, bool) or not isinstance(answer, int):
         raise ValueError(f"rating {field.name!r} is not an integer: {answer!r}")
     if not field.min <= answer <= field.max:

@@ -63,7 +63,7 @@ def prepare_review(inputs: ReviewInputs, config: EvalConfig, run_id: str, folder
         return ReviewQueue(str(folder))
     table = with_metadata(inputs.per_sample, inputs.items)
     sample, warnings = select_for_review(table, review, inputs.review_column,
-                                         inputs.worst_is_high)
+                                         inputs.worst_is_high, inputs.higher_is_better)
     queue = build_queue(sample, inputs.row_key, run_id, inputs.review_texts, review.schema_)
     files = write_queue(sample, queue, review, folder, title)
     files[MANIFEST_FILE] = _write_manifest(folder / MANIFEST_FILE, inputs, config, run_id)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -37,7 +36,6 @@ from tasks.review.strategies.base import draw
 
 FAILED = "failed"
 TOP_UP = "top_up"
-REVIEW_COLUMNS = ["review_verdict", "review_notes"]
 
 
 @dataclass
@@ -141,7 +139,8 @@ def _run(candidates: pd.DataFrame, want: int, spec: SamplingStrategy,
         picked = _checked(pd.Index(strategy(candidates, want, spec, context)), candidates,
                           want, spec.name)
     except StrategyError as error:
-        sample.warnings.append(f"review strategy {spec.name!r} skipped: {error}")
+        sample.warnings.append(f"review strategy {spec.name!r} skipped: {error}; its {want} "
+                               "item(s) go to the next strategies or the random top-up")
         return want
     sample.add(picked, spec.name)
     if len(picked) < want:
@@ -163,14 +162,3 @@ def _stream(seed: int, stream: int) -> np.random.Generator:
     """Random stream ``stream`` of ``seed`` (negative seeds wrap to 64 bits)."""
     return np.random.default_rng(np.random.SeedSequence(seed % 2**64, spawn_key=(stream,)))
 
-
-def write_review_csv(sample: pd.DataFrame, path: Path) -> Path:
-    out = sample.copy()
-    for column in out.columns:
-        if out[column].map(lambda v: isinstance(v, list | tuple | np.ndarray)).any():
-            out[column] = out[column].map(lambda v: " | ".join(map(str, v)))
-    for column in REVIEW_COLUMNS:
-        out[column] = ""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out.to_csv(path, index=False)
-    return path

@@ -153,3 +153,36 @@ def test_a_bad_file_stores_nothing_and_names_file_and_line(evaluated):
     code, _, err = run_cli("review", "ingest", "0" * 32, str(tmp / "good.csv"),
                            "--tracking-uri", uri)
     assert code == 2 and "not found" in err
+
+
+def test_the_sheet_clicked_in_chromium_is_ingested_as_a_further_round(evaluated):
+    from tests.browser import chromium_page
+
+    result, config, tmp = evaluated
+    run_id, uri = result["mlflow_run_id"], config.tracking.tracking_uri
+    sheet = Path(result["report"]) / "review" / "review_sheet.html"
+    queue = pd.read_csv(Path(result["report"]) / "review" / "queue.csv")
+    with chromium_page(tmp / "downloads") as page:
+        page.goto(sheet.as_uri())
+        page.fill("#reviewer", "dora")
+        for item in range(5):
+            page.click(f'label[for="a{item}-relevance-{item + 1}"]')
+            page.click(f'label[for="a{item}-verdict-{"correct" if item % 2 else "incorrect"}"]')
+        with page.expect_download() as info:
+            page.click("#save")
+        saved = tmp / info.value.suggested_filename
+        info.value.save_as(saved)
+    code, out, err = run_cli("review", "ingest", run_id, str(saved), "--tracking-uri", uri)
+    assert code == 0, err
+    client = MlflowClient(tracking_uri=uri)
+    rounds = client.search_runs([client.get_run(run_id).info.experiment_id],
+                                f"tags.bifocal.review_of = '{run_id}'",
+                                order_by=["attributes.start_time DESC"])
+    latest = rounds[0]
+    assert latest.info.run_name == f"review-{len(rounds)}"
+    stored = pd.read_parquet(client.download_artifacts(run_id, "review/ratings.parquet",
+                                                       str(tmp / "dl-sheet")))
+    dora = stored[stored["reviewer"] == "dora"].set_index("review_id")
+    assert dora.loc[queue["review_id"].head(5), "relevance"].tolist() == [1, 2, 3, 4, 5]
+    assert latest.data.metrics["review_raters"] == 3
+    assert latest.data.metrics["review_ratings"] == len(stored)

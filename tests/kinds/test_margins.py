@@ -95,7 +95,8 @@ def test_matching_margin_is_the_distance_to_the_threshold(tmp_path: Path):
     pairs.to_parquet(tmp_path / "pairs.parquet")
     scores = np.array([0.9, 0.1, 0.45, 0.55, 0.5, 0.2, 0.0, 1.0], dtype=np.float32)
     np.save(shard / "scores.npy", scores)
-    inference = ref(shard, failures={6: "decode failed"}, pairs_path=str(tmp_path / "pairs.parquet"))
+    inference = ref(shard, failures={6: "decode failed"},
+                    pairs_path=str(tmp_path / "pairs.parquet"))
     table = pd.read_parquet(score_matching(dataset, inference, config, tmp_path / "s")
                             .per_sample_path)
     expected = np.abs(scores - 0.5).astype(np.float64)

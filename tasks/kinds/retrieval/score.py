@@ -71,8 +71,8 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
 
 
 def caption_margins(inputs: RetrievalInputs) -> np.ndarray:
-    """Per image, its best caption similarity minus its second best over all texts (NaN with
-    fewer than two texts); similarities are computed a block of images at a time."""
+    """Per image, the similarity of its most similar text in the gallery minus that of the
+    second most similar (NaN with fewer than two texts); a block of images at a time."""
     images = l2_normalize(inputs.image_embeddings)
     texts = l2_normalize(inputs.text_embeddings)
     step = max(1, BLOCK_BYTES // (4 * max(len(texts), 1)))
