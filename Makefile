@@ -22,6 +22,7 @@ test: $(STAMP)
 	-sh scripts/setup-chromium.sh  # browser tests skip (fail under CI) without it
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	-bash scripts/setup-label-studio.sh  # Label Studio in its own venv (.cache/label-studio), once
 	$(BIN)/pytest
 
 lint: $(STAMP)

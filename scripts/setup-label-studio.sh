@@ -7,12 +7,12 @@
 # On failure it prints one line saying why and exits non-zero.
 #
 #   scripts/setup-label-studio.sh            # installs into .cache/label-studio/venv
-#   LABEL_STUDIO_VENV=DIR scripts/setup-label-studio.sh
+#   BIFOCAL_LABEL_STUDIO_VENV=DIR scripts/setup-label-studio.sh
 set -euo pipefail
 
 VERSION="1.23.2"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${LABEL_STUDIO_VENV:-$ROOT/.cache/label-studio/venv}"
+VENV="${BIFOCAL_LABEL_STUDIO_VENV:-$ROOT/.cache/label-studio/venv}"
 STAMP="$VENV/.label-studio-$VERSION"
 PYTHON="${PYTHON:-python3}"
 

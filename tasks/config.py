@@ -333,6 +333,12 @@ class SamplingStrategy(_Strict):
         "candidate must pass, e.g. {clip_score: {min: 0.25}}; then the worst by metric.")
 
 
+# the review queue's own columns and Label Studio's data names (see tasks/review/queue.py)
+RESERVED_REVIEW_COLUMNS = frozenset({
+    "review_id", "run_id", "review_strategy", "status", "reason", "image_path", "image",
+    "question", "prediction", "references", "scores", "reviewer", "source", "file"})
+
+
 class RatingField(_Strict):
     """One answer a reviewer gives per item."""
 
@@ -348,6 +354,13 @@ class RatingField(_Strict):
         "choices [correct, incorrect] gives the share judged correct and each metric's AUROC.")
     required: bool = Field(True, description="An item counts as reviewed only with this answer "
                            "(text fields: never required).")
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_REVIEW_COLUMNS:
+            raise ValueError(f"{value!r} is a column of the review queue; choose another name")
+        return value
 
     @field_validator("choices", mode="before")
     @classmethod

@@ -47,3 +47,12 @@ def tiny_captioner_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.helpers import build_tiny_captioner
 
     return build_tiny_captioner(tmp_path_factory.mktemp("tiny-captioner"), WORDS)
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory):
+    """A real Label Studio server (its own venv, scripts/setup-label-studio.sh) on loopback."""
+    from tests.label_studio_server import label_studio_server
+
+    with label_studio_server(tmp_path_factory.mktemp("label-studio")) as server:
+        yield server

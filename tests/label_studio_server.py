@@ -11,8 +11,11 @@ Authentication (1.23 refuses legacy ``Token`` auth for new organizations): each 
 through the login form (a session), creates its **personal access token** (``POST /api/token/``,
 a JWT refresh token that does not expire), and from then on calls the API with
 ``Authorization: Bearer <access>``, where the access token comes from ``POST /api/token/refresh/``
-and lasts 5 minutes; a 401 refreshes it once. More annotators sign up through the signup form
-(open signup is Label Studio's default), so every annotation is made by its own real user.
+and lasts 5 minutes; a 401 refreshes it once. A user has one personal access token at a time, so
+a login revokes the user's previous one. More annotators sign up through the signup form (open
+signup is Label Studio's default), so every annotation is made by its own real user. (The other
+way that works: ``LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true`` when the organization is created,
+i.e. at the first start, plus ``LABEL_STUDIO_USER_TOKEN`` and ``Authorization: Token ...``.)
 
 A fresh data directory needs Label Studio's migrations, which take most of a first start (~45 s
 on an idle 2-core machine, minutes on a loaded one; a migrated one answers ``/health`` in ~6 s).
@@ -50,7 +53,8 @@ from tests.services import free_port, stop_process_group, unavailable
 VERSION = "1.23.2"
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "label-studio"
-VENV = CACHE / "venv"
+# scripts/setup-label-studio.sh installs here (BIFOCAL_LABEL_STUDIO_VENV moves it)
+VENV = Path(os.environ.get("BIFOCAL_LABEL_STUDIO_VENV") or CACHE / "venv")
 TEMPLATE = CACHE / f"template-{VERSION}"
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@bifocal.test", "bifocal-admin-password"
 START_TIMEOUT_S = 360  # a first start migrates: ~2.5 min on a loaded 2-core machine

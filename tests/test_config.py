@@ -52,6 +52,8 @@ def test_yaml_with_overrides_parses_values_as_yaml(tmp_path: Path):
          "choice 'v' needs at least two distinct choices"),
         ("review.schema=[{name: v, type: choice, choices: [yes, no]}]",
          "quote the choices, e.g. ['yes', 'no']"),
+        ("review.schema=[{name: prediction, type: text}]",
+         "'prediction' is a column of the review queue; choose another name"),
         ("review.schema=[{name: a, type: text}, {name: a, type: text}]",
          "rating field names repeat"),
     ],

@@ -60,7 +60,7 @@ def labeling_config(schema: list[RatingField], texts: Mapping[str, bool]) -> str
             lines += [_header(TEXT_HEADERS[role]), f'  <Text name="{role}" value="${role}"/>']
     for field in schema:
         lines += [_header(field.title or field.name), *_control(field)]
-    return "\n".join([*lines, "</View>", ""])
+    return "\n".join([*lines, "</View>"])
 
 
 def _header(text: str) -> str:
@@ -136,7 +136,7 @@ def label_studio_tasks(queue: pd.DataFrame, schema: list[RatingField],
 
 def _task(row: dict[str, Any], image_url: Callable[[str], str],
           headline: str | None) -> dict[str, Any]:
-    scores = _finite(row.get("scores") or {})
+    scores = _finite(row.get("scores"))
     data = {IMAGE: image_url(str(row["image_path"])),
             **{key: _text(row.get(key)) for key in ("question", "prediction", "review_id",
                                                      "run_id", "review_strategy", "status",
@@ -150,8 +150,10 @@ def _task(row: dict[str, Any], image_url: Callable[[str], str],
     return task
 
 
-def _finite(scores: Mapping[str, Any]) -> dict[str, float]:
-    """The scores JSON can carry (NaN and infinities dropped)."""
+def _finite(scores: Any) -> dict[str, float]:
+    """The scores JSON can carry (NaN and infinities dropped; no mapping: none)."""
+    if not isinstance(scores, Mapping):
+        return {}
     return {str(k): float(v) for k, v in scores.items() if math.isfinite(float(v))}
 
 

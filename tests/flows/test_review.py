@@ -9,16 +9,13 @@ import json
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
-import krippendorff
-import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from scipy.stats import kendalltau, spearmanr
-from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 from tasks.config_io import build_config
 from tests.helpers import write_dataset
+from tests.review_reference import assert_matches, expected_agreement, scripted_ratings
 
 pytestmark = pytest.mark.e2e
 
@@ -50,16 +47,6 @@ def evaluated(prefect_harness, tiny_clip_dir: Path, tmp_path_factory: pytest.Tem
         "tracking": {"tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}", "experiment": "review"},
         "work_dir": str(tmp / "work")})
     return evaluate(config), config, tmp
-
-
-def scripted_ratings(queue: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """Relevance from the item's rank plus seeded noise; correct when the rank is 1."""
-    rng = np.random.default_rng(seed)
-    rank = queue["score_i2t_rank"].to_numpy(dtype=float)
-    relevance = np.clip(np.round(5.5 - rank / 4 + rng.normal(0, 0.8, len(rank))), 1, 5)
-    flip = rng.random(len(rank)) < 0.15
-    verdict = np.where((rank <= 2) ^ flip, "correct", "incorrect")
-    return queue.assign(relevance=relevance.astype(int), verdict=verdict, comment="ok, fine")
 
 
 def test_queue_files_strategies_and_manifest(evaluated):
@@ -102,28 +89,9 @@ def test_ingest_records_human_metrics_and_agreement_matching_the_references(eval
     metrics = child[0].data.metrics
 
     both = pd.concat([ann.assign(reviewer="ann"), bob.assign(reviewer="bob")])
-    per_item = both.groupby("review_id").agg(relevance=("relevance", "mean"),
-                                             rank=("score_i2t_rank", "first"),
-                                             correct=("verdict", lambda v: (v == "correct")
-                                                      .mean()))
-    assert metrics["human_relevance_mean"] == pytest.approx(per_item["relevance"].mean())
-    assert metrics["human_verdict_correct_share"] == pytest.approx(per_item["correct"].mean())
-    assert metrics["spearman.i2t_rank.relevance"] == pytest.approx(
-        spearmanr(per_item["rank"], per_item["relevance"]).statistic)
-    assert metrics["kendall.i2t_rank.relevance"] == pytest.approx(
-        kendalltau(per_item["rank"], per_item["relevance"]).statistic)
-    decided = per_item[per_item["correct"] != 0.5]
-    assert metrics["auroc.i2t_rank.verdict"] == pytest.approx(
-        roc_auc_score(decided["correct"] > 0.5, -decided["rank"]))
-    pair = ann.head(10).set_index("review_id").join(bob.set_index("review_id"), rsuffix="_b")
-    assert metrics["kappa.relevance"] == pytest.approx(cohen_kappa_score(
-        pair["relevance"], pair["relevance_b"], weights="quadratic", labels=[1, 2, 3, 4, 5]))
-    assert metrics["kappa.verdict"] == pytest.approx(
-        cohen_kappa_score(pair["verdict"], pair["verdict_b"]))
-    matrix = both.pivot(index="reviewer", columns="review_id", values="relevance")
-    assert metrics["alpha.relevance"] == pytest.approx(krippendorff.alpha(
-        matrix.to_numpy(dtype=float), level_of_measurement="ordinal",
-        value_domain=[1, 2, 3, 4, 5]))
+    rank = queue.set_index("review_id")["score_i2t_rank"]
+    expected = expected_agreement(both, rank, "i2t_rank", higher_is_better=False)
+    assert_matches(metrics, expected)
     assert metrics["interrater_items.relevance"] == 10
     for key in ("human_relevance_mean", "spearman.i2t_rank.relevance", "alpha.relevance"):
         assert metrics[f"{key}_ci_low"] <= metrics[key] <= metrics[f"{key}_ci_high"]
