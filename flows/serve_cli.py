@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows.serve import PREFECT_FILE
+from flows.serve import PREFECT_FILE, ServeError
 
 DESCRIPTION = (
     "Serves every deployment of the prefect.yaml file (default: this repository's "
@@ -27,7 +27,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """List or serve the deployments; exit status 0 after Ctrl-C."""
     directory = Path(args.directory).expanduser().resolve()
     if not directory.is_dir():
-        raise NotADirectoryError(f"--directory {directory}: no such folder")
+        raise ServeError(f"--directory {directory}: no such folder")
     os.chdir(directory)  # entrypoints and the configs' relative paths are the repository's
     from flows.serve import build_deployments, describe, serve_deployments
 

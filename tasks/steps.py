@@ -19,12 +19,13 @@ from prefect.cache_policies import NO_CACHE
 from tasks.config import EvalConfig
 from tasks.data import load_dataset
 from tasks.data.base import DatasetRef, save_dataset
-from tasks.io import write_parquet
+from tasks.io import is_s3, write_parquet
 from tasks.kinds import InferenceRef, Scores, get_task_kind, kind_code_version
 from tasks.kinds.scoring import bootstrap_settings
 from tasks.kinds.sharded import Inference
 from tasks.report.build import write_report
 from tasks.report.summary import examples
+from tasks.review.export import add_s3_tasks
 from tasks.review.prepare import ReviewInputs, ReviewQueue, prepare_review
 from tasks.slicing import (
     Slices,
@@ -191,7 +192,10 @@ def export_report(config: EvalConfig, report: dict[str, Any], dataset: DatasetRe
                           config.report.examples),
                  list(get_task_kind(config.task.value).display_columns), files)
     name = re.sub(r"[^\w.\-@]+", "_", report["run_name"]) + "-" + report["mlflow_run_id"][:8]
-    return publish_folder(folder, f"{config.report.destination.rstrip('/')}/{name}")
+    destination = f"{config.report.destination.rstrip('/')}/{name}"
+    if is_s3(destination) and (folder / "review").is_dir():
+        add_s3_tasks(folder / "review", f"{destination}/review", config.review.presign_expiry_s)
+    return publish_folder(folder, destination)
 
 
 @task(name="track-results", **HEALING, **STAGE)

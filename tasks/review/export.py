@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from tasks.config import RatingField, ReviewConfig, ReviewFormat
-from tasks.io import write_parquet
+from tasks.io import s3_client, split_s3, write_parquet
 from tasks.review.queue import REVIEWER_COLUMN, score_names
 
 SAMPLE_FILE = "sample.parquet"
@@ -108,3 +109,40 @@ def _sheet(queue: pd.DataFrame, schema: list[RatingField], folder: Path, title: 
     run_id = str(queue["run_id"].iloc[0]) if len(queue) else ""
     path.write_text(render_sheet(queue, schema, run_id, title), encoding="utf-8")
     return {SHEET_FILE: path}
+
+
+def add_s3_tasks(review_dir: Path, uri: str, expires_s: int) -> Path | None:
+    """For a queue published to ``uri`` (s3://bucket/prefix/review): copy its images into
+    ``images/`` (published with it) and write ``label_studio/tasks_s3.json``, the tasks with
+    presigned GET URLs of those objects valid ``expires_s`` seconds — import it into a Label
+    Studio that reaches the S3 server. None when the queue has no Label Studio tasks."""
+    from tasks.review.label_studio import presigned_url
+
+    tasks_path = review_dir / LABEL_STUDIO_DIR / "tasks.json"
+    if not tasks_path.is_file():
+        return None
+    images = _copy_images(review_dir)
+    bucket, prefix = split_s3(uri)
+    url = presigned_url(s3_client(), bucket, lambda review_id: f"{prefix}/images/"
+                        f"{images[review_id]}", expires_s)
+    tasks = json.loads(tasks_path.read_text(encoding="utf-8"))
+    for task in tasks:
+        task["data"]["image"] = url(str(task["data"]["review_id"]))
+    target = tasks_path.with_name("tasks_s3.json")
+    target.write_text(json.dumps(tasks, indent=1, ensure_ascii=False), encoding="utf-8")
+    return target
+
+
+def _copy_images(review_dir: Path) -> dict[str, str]:
+    """Each distinct queue image copied to ``images/<n><suffix>``; review id -> file name."""
+    key = json.loads((review_dir / "review.json").read_text(encoding="utf-8"))["row_key"]
+    sample = pd.read_parquet(review_dir / SAMPLE_FILE, columns=[key, "image_path"])
+    folder = review_dir / "images"
+    folder.mkdir(exist_ok=True)
+    names: dict[str, str] = {}
+    for path in dict.fromkeys(sample["image_path"].astype(str)):
+        names[path] = f"{len(names):05d}{Path(path).suffix.lower()}"
+        if Path(path).is_file():
+            shutil.copyfile(path, folder / names[path])
+    return {str(k): names[str(p)] for k, p in zip(sample[key], sample["image_path"],
+                                                   strict=True)}

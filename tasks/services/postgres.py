@@ -32,6 +32,11 @@ def _connect(options: Options, database: str = "postgres") -> Any:
     return connection
 
 
+def check_server(options: Options) -> None:
+    """ServiceError unless the PostgreSQL server answers."""
+    _connect(options).close()
+
+
 def ensure_databases(options: Options) -> list[str]:
     """Create the stack's databases that are missing; returns the names created."""
     connection = _connect(options)

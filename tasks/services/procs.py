@@ -47,16 +47,23 @@ class ServiceError(RuntimeError):
 # ------------------------------------------------------------------------------------- ports
 
 
-def free_ports(names: Sequence[str], preferred: Mapping[str, int] | None = None) -> dict[str, int]:
+def free_ports(names: Sequence[str], preferred: Mapping[str, int] | None = None,
+               linked: Mapping[str, tuple[str, int]] | None = None) -> dict[str, int]:
     """A distinct free loopback port per name; a ``preferred`` port is kept when it is free
-    (the stack keeps its URLs from one ``up`` to the next)."""
-    sockets: dict[str, socket.socket] = {}
+    (the stack keeps its URLs from one ``up`` to the next). ``linked`` maps a name to
+    ``(base name, offset)``: its port is the base's plus the offset (a server that derives
+    one port from another)."""
+    preferred, linked = preferred or {}, linked or {}
+    held: dict[str, socket.socket] = {}
     try:
+        for name, (base, offset) in linked.items():
+            held[base], held[name] = _bound_pair(preferred.get(base, 0), offset)
         for name in names:
-            sockets[name] = _bound((preferred or {}).get(name, 0))
-        return {name: sock.getsockname()[1] for name, sock in sockets.items()}
+            if name not in held:
+                held[name] = _bound(preferred.get(name, 0))
+        return {name: sock.getsockname()[1] for name, sock in held.items()}
     finally:
-        for sock in sockets.values():
+        for sock in held.values():
             sock.close()
 
 
@@ -67,6 +74,29 @@ def _bound(port: int) -> socket.socket:
         sock.bind((LOOPBACK, port))
     except OSError:
         sock.bind((LOOPBACK, 0))
+    return sock
+
+
+def _bound_pair(port: int, offset: int, tries: int = 100) -> tuple[socket.socket, ...]:
+    """Two sockets bound to free ports ``p`` and ``p + offset`` (``port`` first, if free)."""
+    for candidate in [port, *[0] * tries]:
+        first = _bound(candidate)
+        second = _bound_exactly(first.getsockname()[1] + offset)
+        if second is not None:
+            return first, second
+        first.close()
+    raise OSError(f"no two free loopback ports {offset} apart")
+
+
+def _bound_exactly(port: int) -> socket.socket | None:
+    if port > 65535:
+        return None
+    sock = socket.socket()
+    try:
+        sock.bind((LOOPBACK, port))
+    except OSError:
+        sock.close()
+        return None
     return sock
 
 

@@ -30,6 +30,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 S3_PORTS = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer",
             "filer_grpc", "admin", "admin_grpc")
 PORTS = (*S3_PORTS, "prefect", "mlflow", "worker")
+# weed's built-in plugin worker dials the admin server's HTTP port + 10000, whatever
+# -admin.port.grpc says: keep the two 10000 apart
+LINKED_PORTS = {"admin_grpc": ("admin", 10000)}
 DROPPED_PREFIXES = ("AWS_", "MLFLOW_", "PREFECT_")
 QUIET = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
          "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}

@@ -39,7 +39,16 @@ from tasks.services.procs import (
     stop_groups,
     wait_until,
 )
-from tasks.services.specs import BUCKET, POOL, PORTS, S3_PORTS, WORKER_NAME, Options, Plan
+from tasks.services.specs import (
+    BUCKET,
+    LINKED_PORTS,
+    POOL,
+    PORTS,
+    S3_PORTS,
+    WORKER_NAME,
+    Options,
+    Plan,
+)
 from tasks.services.state import (
     Layout,
     Service,
@@ -120,7 +129,8 @@ def _clear(layout: Layout, current: State | None) -> tuple[str, ...]:
 def _start(options: Options, layout: Layout, progress: Progress,
            restarted: tuple[str, ...]) -> UpReport:
     began = time.monotonic()
-    plan = Plan(options, layout, free_ports(PORTS, read_ports(layout)), credentials(layout))
+    ports = free_ports(PORTS, read_ports(layout), LINKED_PORTS)
+    plan = Plan(options, layout, ports, credentials(layout))
     write_ports(layout, plan.ports)
     services: list[Service] = []
     try:

@@ -47,6 +47,16 @@ def test_evaluate_against_mlflow_server_postgres_and_s3(prefect_harness, s3_serv
     assert report["mlflow_run_id"] == result["mlflow_run_id"]
     stored = s3.list_objects_v2(Bucket=artifact_bucket, Prefix="artifacts/")
     assert any(obj["Key"].endswith("report/report.html") for obj in stored.get("Contents", []))
+    # the review queue went to S3 with its images and Label Studio tasks with working links
+    prefix = result["report"].removeprefix(f"s3://{reports}/") + "/review/"
+    tasks = json.loads(s3.get_object(Bucket=reports, Key=prefix + "label_studio/tasks_s3.json")
+                       ["Body"].read())
+    assert len(tasks) == 2
+    import requests
+
+    image = requests.get(tasks[0]["data"]["image"], timeout=30)
+    assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+    assert s3_server.secret_key not in json.dumps(tasks)
     # no secret reaches MLflow params or tags
     values = json.dumps({**run.data.params, **run.data.tags})
     assert s3_server.secret_key not in values
