@@ -53,6 +53,7 @@ from tasks.io import (
     verify_image,
     write_parquet,
 )
+from tasks.io.refusals import read_problem
 from tasks.registry import Registry
 
 Source = Callable[[DatasetConfig], "RawTable"]
@@ -75,12 +76,8 @@ def open_data_file(path: Path, what: str, name: str | None = None) -> IO[bytes]:
     name = name or str(path)
     try:
         return open_regular_file(path, MAX_MANIFEST_BYTES, "MAX_MANIFEST_BYTES")
-    except FileNotFoundError:
-        raise DataError(f"{what} not found: {name}") from None
-    except FileRefused as error:
-        raise DataError(f"{what} {name} {error}") from None
-    except OSError as error:
-        raise DataError(f"cannot read {what} {name}: {error_text(error)}") from None
+    except (OSError, FileRefused) as error:
+        raise DataError(read_problem(error, what, name)) from None
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 - ``images``: safe file reads (regular files only, byte and pixel limits) and image decoding
   with its failure capture — part of the inference cache key;
+- ``refusals``: one wording for a file that could not be read;
 - ``tables``: parquet writing;
 - ``s3``: S3 URIs and the retrying S3 client (data sources and report publishing).
 """

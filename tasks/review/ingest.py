@@ -25,7 +25,8 @@ from typing import Any
 import pandas as pd
 
 from tasks.config import RatingField
-from tasks.io import FileRefused, error_text, read_regular_file
+from tasks.io import FileRefused, read_regular_file
+from tasks.io.refusals import read_problem
 from tasks.review.errors import ReviewFileError
 from tasks.review.queue import REVIEWER_COLUMN
 
@@ -58,12 +59,8 @@ def read_ratings(path: Path, schema: list[RatingField], default_reviewer: str | 
 def _read_bytes(path: Path) -> bytes:
     try:
         return read_regular_file(path, MAX_REVIEW_FILE_BYTES, "MAX_REVIEW_FILE_BYTES")
-    except FileNotFoundError:
-        raise ReviewFileError(f"review file not found: {path}") from None
-    except FileRefused as error:
-        raise ReviewFileError(f"review file {path} {error}") from None
-    except OSError as error:
-        raise ReviewFileError(f"cannot read review file {path}: {error_text(error)}") from None
+    except (OSError, FileRefused) as error:
+        raise ReviewFileError(read_problem(error, "review file", str(path))) from None
 
 
 def _decode(data: bytes, name: str) -> str:
