@@ -22,7 +22,7 @@ from tasks.steps import build_demo_assets
 # The demo's embedded defaults; `bifocal demo --set key=value` overrides any of them.
 DEMO_DEFAULTS: dict[str, Any] = {
     "model": {"batch_size": 64},
-    "review": {"strategy": "worst_and_random", "size": 20, "seed": 0},
+    "review": {"size": 20, "seed": 0},
     "report": {"destination": "reports/demo"},
     "tracking": {"experiment": "bifocal-demo"},
 }

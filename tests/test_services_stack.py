@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
+import signal
 import stat
 import time
 import uuid
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from flows.services_cli import add_services_parser
+from tasks.processes import process_alive, process_started
 from tasks.services import (
     BUCKET,
     POOL,
@@ -26,10 +29,24 @@ from tasks.services import (
     status,
     up,
 )
-from tasks.services.procs import group_members, listening
+from tasks.services.procs import free_ports, group_members, listening, spawn, stop_groups
 from tasks.services.state import Layout, credentials, read_state
 from tests.services import PG_HOST, PG_PORT, unavailable
 
+PROBE = """import json, os
+from pathlib import Path
+
+import boto3
+from prefect import flow
+
+
+@flow
+def probe(names: list[str]):
+    boto3.client("s3").put_object(Bucket="bifocal", Key="probe/ok.txt", Body=b"ok")
+    present = {name: bool(os.environ.get(name)) for name in names}
+    Path(__file__).with_name("out.json").write_text(json.dumps(
+        {"present": present, "repo": os.environ.get("BIFOCAL_REPO")}))
+"""
 EXPORTS = ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
            "AWS_ENDPOINT_URL_S3", "MLFLOW_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION")
 
@@ -94,6 +111,29 @@ def test_keys_are_generated_once_into_a_0600_file(tmp_path):
     assert stat.S_IMODE(layout.env.stat().st_mode) == 0o600
 
 
+def test_stop_groups_spares_a_reused_pid_and_stops_whole_groups(tmp_path):
+    """A leader recorded with another start time is not ours; a group whose leader has exited
+    is still stopped; a group that ignores SIGTERM gets SIGKILL."""
+    def start(script: str) -> int:
+        return spawn(["sh", "-c", script], os.environ, tmp_path, tmp_path / "p.log").pid
+
+    plain, orphans = start("sleep 60 & sleep 60"), start("sleep 60 & exit 0")
+    stubborn = start("trap '' TERM; sleep 60 & sleep 60")
+    time.sleep(0.5)
+    assert stop_groups([(plain, "1")], timeout=1) == [] and group_members(plain)
+    groups = [(pid, process_started(pid)) for pid in (plain, orphans, stubborn)]
+    began = time.monotonic()
+    assert stop_groups(groups, timeout=1) == []
+    assert time.monotonic() - began < 4
+    assert not [pid for pid, _ in groups if group_members(pid)]
+
+
+def test_linked_ports_keep_their_offset():
+    ports = free_ports(specs.PORTS, {"prefect": 0}, specs.LINKED_PORTS)
+    assert ports["admin_grpc"] == ports["admin"] + 10000
+    assert len(set(ports.values())) == len(ports)
+
+
 def test_invalid_db_prefix_is_refused():
     with pytest.raises(ValueError, match="db_prefix"):
         Options(db_prefix='x"; DROP DATABASE postgres; --')
@@ -125,7 +165,7 @@ def test_failed_start_stops_what_it_started_and_masks_secrets(options, monkeypat
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_stack_up_status_apis_env_down(options, capsys):
+def test_stack_up_status_apis_env_down(options, capsys, tmp_path):
     began = time.monotonic()
     report = up(options)
     up_seconds = time.monotonic() - began
@@ -138,22 +178,37 @@ def test_stack_up_status_apis_env_down(options, capsys):
         check_prefect_on_postgres(options, urls["prefect"])
         check_mlflow_artifacts_in_s3(options, urls["mlflow"])
         check_pool_and_worker(options, urls["prefect"], state.service("worker"))
+        check_flow_run_on_the_worker(options, urls["prefect"], tmp_path / "probe")
         check_env_and_secrets(options, capsys)
         again = time.monotonic()
         assert up(options).already and time.monotonic() - again < 5
         assert run_cli(["services", "up", "--dir", str(options.dir)]) == 0
         assert "already up" in capsys.readouterr().out
         assert read_state(layout) == state  # nothing restarted
+        kill_worker(options, state.service("worker"))
     finally:
         began = time.monotonic()
         stopped = down(options.dir)
         down_seconds = time.monotonic() - began
     print(f"\nbifocal services: up {up_seconds:.1f} s, down {down_seconds:.1f} s")
-    assert set(stopped.stopped) == {"s3", "prefect", "mlflow", "worker"}
+    assert stopped.stopped == ("s3", "prefect", "mlflow")
+    assert stopped.already_stopped == ("worker",)  # a dead service is no error
     assert not [s.name for s in state.services if group_members(s.pid)]
     assert not [port for s in state.services for port in s.ports if listening(port)]
     assert not layout.state.exists()
     assert down(options.dir).nothing
+
+
+def kill_worker(options: Options, worker) -> None:
+    """A service that died: status says so (exit 1), ``down`` later still works."""
+    os.killpg(worker.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while process_alive(worker.pid, worker.started) and time.monotonic() < deadline:
+        os.waitpid(worker.pid, os.WNOHANG)
+        time.sleep(0.1)
+    rows = {row.name: row for row in status(options.dir)}
+    assert not rows["worker"].running and rows["mlflow"].healthy
+    assert run_cli(["services", "status", "--dir", str(options.dir)]) == 1
 
 
 def check_prefect_on_postgres(options: Options, url: str) -> None:
@@ -210,6 +265,26 @@ def check_pool_and_worker(options: Options, url: str, worker) -> None:
     assert environ["PREFECT_API_URL"] == f"{url}/api"
     assert {name: environ[name] for name in EXPORTS} == environment(options.dir)
     assert Path(f"/proc/{worker.pid}/cwd").resolve() == options.repo.resolve()
+
+
+def check_flow_run_on_the_worker(options: Options, url: str, folder: Path) -> None:
+    """A deployment of the pool runs on the worker with the stack's variables (only their
+    presence is recorded) and writes to the bucket with them."""
+    from prefect import flow
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    folder.mkdir()
+    (folder / "probe.py").write_text(PROBE)
+    with temporary_settings({PREFECT_API_URL: f"{url}/api"}):
+        flow.from_source(source=str(folder), entrypoint="probe.py:probe").deploy(
+            name="probe", work_pool_name=POOL, print_next_steps=False, ignore_warnings=True)
+        run = run_deployment("probe/probe", parameters={"names": [*EXPORTS, "BIFOCAL_REPO"]},
+                             timeout=120)
+    assert run.state is not None and run.state.is_completed(), run.state
+    result = json.loads((folder / "out.json").read_text())
+    assert all(result["present"].values()) and result["repo"] == str(options.repo)
+    assert s3_client(options).get_object(Bucket=BUCKET, Key="probe/ok.txt")["Body"].read() == b"ok"
 
 
 def check_env_and_secrets(options: Options, capsys) -> None:

@@ -35,6 +35,7 @@ from tasks.services.procs import (
     listening,
     log_tail,
     owned_group,
+    redact_secrets,
     spawn,
     stop_groups,
     wait_until,
@@ -190,7 +191,8 @@ def _launch(plan: Plan, name: str, argv: list[str], env: dict[str, str], *, cwd:
 def failure(plan: Plan, name: str, problem: str, log_name: str | None = None) -> ServiceError:
     """ServiceError for ``name`` quoting its log's tail with the stack's keys masked."""
     log = plan.layout.log(log_name or name)
-    return ServiceError(name, problem, log_tail(log, plan.keys.values()), str(log))
+    return ServiceError(name, redact_secrets(problem, plan.keys.values()),
+                        log_tail(log, plan.keys.values()), str(log))
 
 
 # ------------------------------------------------------------------------------------- steps
