@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from flows.services_cli import add_services_parser
 from flows.settings import apply_defaults
 
 if TYPE_CHECKING:
@@ -469,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="comma-separated class names (default: labels + predictions)")
     classification.set_defaults(handler=cmd_score_classification)
     add_runs_commands(commands)
+    add_services_parser(commands)
     return parser
 
 

@@ -22,11 +22,19 @@ if TYPE_CHECKING:
 DEFAULT_DIR = ".bifocal/services"
 
 
+SERVICES_HELP = (
+    "A team's stack on loopback: an S3-compatible server (SeaweedFS), PostgreSQL databases, a "
+    "Prefect server and an MLflow tracking server (both on PostgreSQL; MLflow artifacts in S3) "
+    "and a process worker for the work pool 'bifocal'. Exit status 0; 1 when a service cannot "
+    "be started, stopped or found (the message quotes its log, secrets masked) and for status "
+    "when a service is not up and healthy. Only 'env' prints secrets (for eval).")
+
+
 def add_services_parser(commands: Any) -> None:
     """Add ``services`` with its actions to the ``bifocal`` sub-commands."""
     services = commands.add_parser(
         "services", help="start, stop and inspect a team's stack on loopback (S3, Prefect "
-        "server, MLflow server, worker)", description=__doc__,
+        "server, MLflow server, worker)", description=SERVICES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = services.add_subparsers(dest="services_command", required=True)
     up = _action(actions, "up", cmd_services_up, "start the stack (nothing to do when it is up)")

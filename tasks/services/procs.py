@@ -57,39 +57,55 @@ def free_ports(names: Sequence[str], preferred: Mapping[str, int] | None = None,
     held: dict[str, socket.socket] = {}
     try:
         for name, (base, offset) in linked.items():
-            held[base], held[name] = _bound_pair(preferred.get(base, 0), offset)
+            held[base], held[name] = _bound_pair(preferred.get(base, 0), offset, _ports(held))
         for name in names:
             if name not in held:
-                held[name] = _bound(preferred.get(name, 0))
-        return {name: sock.getsockname()[1] for name, sock in held.items()}
+                held[name] = _bound(preferred.get(name, 0), _ports(held))
+        return _ports_by_name(held)
     finally:
         for sock in held.values():
             sock.close()
 
 
-def _bound(port: int) -> socket.socket:
-    """A socket bound to ``port`` on loopback, or to a free port when ``port`` is taken."""
+def _ports_by_name(held: Mapping[str, socket.socket]) -> dict[str, int]:
+    return {name: sock.getsockname()[1] for name, sock in held.items()}
+
+
+def _ports(held: Mapping[str, socket.socket]) -> set[int]:
+    return set(_ports_by_name(held).values())
+
+
+def _bound(port: int, taken: set[int]) -> socket.socket:
+    """A socket bound to ``port`` on loopback when a server could listen there (a port with
+    connections in TIME_WAIT is free: SO_REUSEADDR, as servers set it), else to a free port
+    the kernel picks (never one of ours: those are bound)."""
+    if port and port not in taken:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+            return sock
+        except OSError:
+            sock.close()
     sock = socket.socket()
-    try:
-        sock.bind((LOOPBACK, port))
-    except OSError:
-        sock.bind((LOOPBACK, 0))
+    sock.bind((LOOPBACK, 0))
     return sock
 
 
-def _bound_pair(port: int, offset: int, tries: int = 100) -> tuple[socket.socket, ...]:
+def _bound_pair(port: int, offset: int, taken: set[int],
+                tries: int = 100) -> tuple[socket.socket, socket.socket]:
     """Two sockets bound to free ports ``p`` and ``p + offset`` (``port`` first, if free)."""
     for candidate in [port, *[0] * tries]:
-        first = _bound(candidate)
-        second = _bound_exactly(first.getsockname()[1] + offset)
+        first = _bound(candidate, taken)
+        second = _bound_exactly(first.getsockname()[1] + offset, taken)
         if second is not None:
             return first, second
         first.close()
     raise OSError(f"no two free loopback ports {offset} apart")
 
 
-def _bound_exactly(port: int) -> socket.socket | None:
-    if port > 65535:
+def _bound_exactly(port: int, taken: set[int]) -> socket.socket | None:
+    if port > 65535 or port in taken:
         return None
     sock = socket.socket()
     try:

@@ -154,7 +154,8 @@ def _run_step(plan: Plan, step: Callable[[Plan], Service | None], services: list
         services.append(service)
         write_state(plan.layout, _state(plan, services, complete=False))
     name = service.name if service else step.__name__.strip("_")
-    progress(f"{name}: ready in {time.monotonic() - began:.1f} s")
+    where = f" ({service.url})" if service else ""
+    progress(f"{name}: ready in {time.monotonic() - began:.1f} s{where}")
 
 
 def _state(plan: Plan, services: Sequence[Service], complete: bool,
@@ -227,7 +228,7 @@ def _bucket_ready(plan: Plan) -> bool:
     return True
 
 
-def _databases(plan: Plan) -> None:
+def _postgres(plan: Plan) -> None:
     postgres.ensure_databases(plan.options)
 
 
@@ -298,7 +299,7 @@ def _timestamp(text: str | None) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
-STEPS: tuple[Callable[[Plan], Service | None], ...] = (_s3, _databases, _prefect, _mlflow,
+STEPS: tuple[Callable[[Plan], Service | None], ...] = (_s3, _postgres, _prefect, _mlflow,
                                                        _worker)
 
 
