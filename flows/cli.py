@@ -37,6 +37,12 @@ def _print_summary(result: dict) -> None:
         for line in _promoted(result["gate"]):
             print(f"  {line}")
     print(f"  report: {result['report']}")
+    review = result.get("review") or {}
+    if review.get("items"):
+        chosen = ", ".join(f"{k} {v}" for k, v in review["strategies"].items())
+        print(f"  review queue: {review['items']} items ({chosen}) in "
+              f"{result['report'].rstrip('/')}/review/ (review_sheet.html, queue.csv, "
+              f"label_studio/); then: bifocal review ingest {result['mlflow_run_id']} FILE...")
     if result.get("spooled"):
         print(f"  {result['spooled']}")
 

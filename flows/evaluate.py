@@ -93,7 +93,7 @@ def run_stages(config: EvalConfig, uri: str, run_id: str, run_name: str) -> dict
     return {"mlflow_run_id": run_id, "run_name": run_name, "tracking_uri": redact_url(uri),
             "metrics": scores.metrics, "counts": report["counts"], "report": report_uri,
             "inference_cache": report["inference_cache"], "warnings": report["warnings"],
-            "gate": gate}
+            "review": report["review"], "gate": gate}
 
 
 def approve(config: EvalConfig, uri: str, run_id: str) -> None:

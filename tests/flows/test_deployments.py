@@ -135,6 +135,23 @@ def test_nightly_suite_runs_the_suite_file_with_gate_and_promotion():
     assert all(c.promote is None for label, c in pairs.items() if label not in gated)
 
 
+def test_suite_gate_must_name_entries_of_the_grid():
+    from tasks.config_io import ConfigError
+    from tasks.suite import SuiteConfig, expand_suite
+
+    data = yaml.safe_load((ROOT / "deployments/configs/nightly-suite.yaml").read_text())
+    data["gate"] |= {"model": "clip-huge", "dataset": "demo-val"}
+    data["shared"]["promote"] = {"model_name": "other"}
+    with pytest.raises(ConfigError) as raised:
+        expand_suite(SuiteConfig.model_validate(data))
+    for problem in ("gate.model: no models entry named 'clip-huge'",
+                    "gate.dataset: no datasets entry named 'demo-val'", "shared.promote:"):
+        assert problem in str(raised.value)
+    del data["gate"], data["shared"]["promote"]
+    with pytest.raises(ConfigError, match="promote: needs the suite's gate"):
+        expand_suite(SuiteConfig.model_validate(data))
+
+
 def test_nightly_schedule_and_concurrency():
     from prefect.client.schemas.objects import ConcurrencyLimitStrategy
     from prefect.schedules import Cron
