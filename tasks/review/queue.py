@@ -32,7 +32,7 @@ QUEUE_COLUMNS = ("review_id", "run_id", "review_strategy", "status", "reason", "
 REVIEWER_COLUMN = "reviewer"
 # per-sample columns that are bookkeeping, not scores
 NOT_SCORES = frozenset({"status", "reason", "image_path", "image_sha256", "item_id", "pair_id",
-                        "label", "t2i_ranks"})
+                        "label", "t2i_ranks", "source_rows", "texts"})
 
 
 def build_queue(sample: pd.DataFrame, row_key: str, run_id: str,

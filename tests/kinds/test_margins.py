@@ -44,14 +44,16 @@ def test_top_two_margin():
     assert top_two_margin(np.array([[0.3, 0.3, 0.1]]))[0] == 0
 
 
-def test_retrieval_margins_in_blocks_match_the_full_matrix(monkeypatch: pytest.MonkeyPatch):
+def test_retrieval_margins_and_top_captions_in_blocks_match_the_full_matrix(
+        monkeypatch: pytest.MonkeyPatch):
     rng = np.random.default_rng(1)
     inputs = RetrievalInputs(rng.normal(size=(9, 4)), rng.normal(size=(13, 4)),
                              np.arange(13) % 9)
     full = l2_normalize(inputs.image_embeddings) @ l2_normalize(inputs.text_embeddings).T
     monkeypatch.setattr(retrieval, "BLOCK_BYTES", 4 * 13 * 2)  # two images per block
-    np.testing.assert_allclose(retrieval.caption_margins(inputs), best_minus_second(full),
-                               rtol=1e-5)
+    margins, top = retrieval.caption_margins(inputs)
+    np.testing.assert_allclose(margins, best_minus_second(full), rtol=1e-5)
+    np.testing.assert_array_equal(top, full.argmax(axis=1))
 
 
 def test_zero_shot_margin_is_the_top_two_class_similarity_gap(tmp_path: Path):
@@ -70,7 +72,7 @@ def test_zero_shot_margin_is_the_top_two_class_similarity_gap(tmp_path: Path):
     np.testing.assert_allclose(table["margin"], expected, rtol=1e-5)
 
 
-def test_retrieval_margin_column(tmp_path: Path):
+def test_retrieval_margin_and_top_caption_columns(tmp_path: Path):
     dataset, config, shard = setup(tmp_path, "retrieval")
     rng = np.random.default_rng(3)
     images, texts = rng.normal(size=(8, 4)), rng.normal(size=(16, 4))
@@ -84,6 +86,11 @@ def test_retrieval_margin_column(tmp_path: Path):
     ok = np.arange(8) != 5
     expected[ok] = best_minus_second(l2_normalize(images[ok]) @ l2_normalize(texts[kept_texts]).T)
     np.testing.assert_allclose(table["margin"], expected, rtol=1e-5)
+    # the caption each image retrieves, by the same similarities
+    sims = l2_normalize(images[ok]) @ l2_normalize(texts[kept_texts]).T
+    captions = np.array([c for cs in dataset.load_items()["captions"] for c in cs])[kept_texts]
+    assert table["top_caption"][ok].tolist() == captions[sims.argmax(axis=1)].tolist()
+    assert pd.isna(table["top_caption"][5])
 
 
 def test_matching_margin_is_the_distance_to_the_threshold(tmp_path: Path):

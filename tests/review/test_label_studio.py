@@ -114,8 +114,11 @@ def test_config_shows_only_the_kind_texts():
 
 
 def test_config_refuses_field_names_of_object_tags():
-    schema = [RatingField(name="question", type="rating")]
-    with pytest.raises(ValueError, match="reserved"):
+    with pytest.raises(ValueError, match="'question' is a column of the review queue"):
+        RatingField(name="question", type="rating")
+    schema = [RatingField.model_construct(name="image", type="text", title=None, min=1, max=5,
+                                          choices=[], required=False)]
+    with pytest.raises(ValueError, match="reserved"):  # a schema built around the validator
         labeling_config(schema, ALL_TEXTS)
 
 

@@ -1,7 +1,8 @@
 """Retrieval scoring: recall@K and ranks both ways over the cached embeddings; items whose
 image failed leave the ranking. The per-image ``margin`` is the cosine similarity of the most
 similar caption in the gallery (any image's) minus that of the second most similar: how sure the
-model's top image-to-text pick is (the review's ``margin`` strategy samples the smallest)."""
+model's top image-to-text pick is (the review's ``margin`` strategy samples the smallest);
+``top_caption`` is that pick, what a reviewer judges next to the image."""
 
 from __future__ import annotations
 
@@ -53,7 +54,11 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
     i2t, t2i = _ranks(run.per_sample, ok_items, ok_texts)
     table = _items_table(items, ok_items, inference.failures, i2t, t2i)
     per_image = {k: v for k, v in run.per_sample.items() if k not in ("i2t_rank", "t2i_rank")}
-    table = metric_columns(table, ok_items, per_image | {"margin": caption_margins(inputs)})
+    margins, top = caption_margins(inputs)
+    table = metric_columns(table, ok_items, per_image | {"margin": margins})
+    captions = np.asarray(flatten_cells(items["captions"]), dtype=object)[ok_texts]
+    table["top_caption"] = None
+    table.loc[ok_items, "top_caption"] = captions[top] if len(captions) else None
     texts_table = pd.DataFrame({
         "item_id": items["item_id"].to_numpy()[text_owner],
         "caption": flatten_cells(items["captions"]),
@@ -70,15 +75,21 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
     )
 
 
-def caption_margins(inputs: RetrievalInputs) -> np.ndarray:
+def caption_margins(inputs: RetrievalInputs) -> tuple[np.ndarray, np.ndarray]:
     """Per image, the similarity of its most similar text in the gallery minus that of the
-    second most similar (NaN with fewer than two texts); a block of images at a time."""
+    second most similar (NaN with fewer than two texts), and the index of that most similar
+    text (what the model retrieves); a block of images at a time."""
     images = l2_normalize(inputs.image_embeddings)
     texts = l2_normalize(inputs.text_embeddings)
     step = max(1, BLOCK_BYTES // (4 * max(len(texts), 1)))
-    blocks = [top_two_margin(images[start:start + step] @ texts.T)
-              for start in range(0, len(images), step)]
-    return np.concatenate(blocks) if blocks else np.empty(0)
+    margins, top = [], []
+    for start in range(0, len(images), step):
+        sims = images[start:start + step] @ texts.T
+        margins.append(top_two_margin(sims))
+        top.append(sims.argmax(axis=1) if sims.shape[1] else np.zeros(len(sims), np.int64))
+    if not margins:
+        return np.empty(0), np.empty(0, np.int64)
+    return np.concatenate(margins), np.concatenate(top)
 
 
 def _ranks(per_sample: dict[str, np.ndarray], ok_items: np.ndarray, ok_texts: np.ndarray
