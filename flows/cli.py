@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from flows.serve_cli import add_serve_parser
 from flows.services_cli import add_services_parser
 from flows.settings import apply_defaults
 
@@ -477,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     classification.set_defaults(handler=cmd_score_classification)
     add_runs_commands(commands)
     add_services_parser(commands)
+    add_serve_parser(commands)
     return parser
 
 

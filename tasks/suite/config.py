@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tasks.config import DatasetConfig, EvalConfig, ModelConfig
+from tasks.config import DatasetConfig, EvalConfig, GateConfig, ModelConfig, PromoteConfig
 from tasks.config_io import ConfigError, flatten, parse_override, read_yaml_mapping
 from tasks.secrets import externalize_secrets, split_tracking_uri
 
@@ -36,6 +36,17 @@ class SuiteDataset(DatasetConfig):
                       "(letters, digits, _ . -).")
 
 
+class SuiteGate(GateConfig):
+    """The suite's regression gate: ONE evaluation of the grid (a model on a dataset) is
+    compared with the baseline, e.g. the candidate against ``models:/NAME@champion`` on the
+    dataset the champion was evaluated on."""
+
+    model: str = Field(..., description="Name of the models entry that is gated (the "
+                       "candidate); it is the model promotion registers on a pass.")
+    dataset: str = Field(..., description="Name of the datasets entry the gate compares on: "
+                         "the baseline's run must have evaluated the same data.")
+
+
 class SuiteConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -59,6 +70,15 @@ class SuiteConfig(BaseModel):
     fail_fast: bool = Field(
         False, description="Stop at the first failed evaluation (default: run all of them, "
         "then fail the suite when any failed)."
+    )
+    gate: SuiteGate | None = Field(
+        None, description="Regression gate of one evaluation of the suite (gate.model on "
+        "gate.dataset) against a baseline; a failed gate fails that evaluation and the suite "
+        "(after every evaluation ran), the leaderboard is still published."
+    )
+    promote: PromoteConfig | None = Field(
+        None, description="On a passed gate (needs gate), register gate.model as a new version "
+        "of a registered model and move the alias to it."
     )
 
     @field_validator("shared")
@@ -161,9 +181,26 @@ def _structure_problems(suite: SuiteConfig) -> list[str]:
         if key in suite.shared:
             problems.append(f"shared.{key}: not shared; give each entry of {field} its own "
                             f"{key} settings")
+    problems += _gate_problems(suite, names)
     tracking = suite.shared.get("tracking")
     if isinstance(tracking, dict) and tracking.get("parent_run_id"):
         problems.append("shared.tracking.parent_run_id: set by the suite flow, not in a suite")
+    return problems
+
+
+def _gate_problems(suite: SuiteConfig, names: dict[str, list[str]]) -> list[str]:
+    """The suite's gate names existing entries; promotion needs the suite's gate."""
+    problems = []
+    if suite.gate is not None:
+        for key, field in (("model", "models"), ("dataset", "datasets")):
+            if getattr(suite.gate, key) not in names[field]:
+                problems.append(f"gate.{key}: no {field} entry named "
+                                f"{getattr(suite.gate, key)!r}")
+    if suite.promote is not None and suite.gate is None:
+        problems.append("promote: needs the suite's gate (promotion happens on a passed gate)")
+    if suite.gate is not None or suite.promote is not None:
+        problems += [f"shared.{key}: the suite has its own gate/promote; remove this one"
+                     for key in ("gate", "promote") if key in suite.shared]
     return problems
 
 
@@ -189,6 +226,11 @@ def _eval_data(suite: SuiteConfig, model: SuiteModel, dataset: SuiteDataset) -> 
         if not tracking.get("run_name"):
             tracking["run_name"] = label_of(model.name, dataset.name)
     data["tracking"] = tracking
+    gate = suite.gate
+    if gate is not None and (model.name, dataset.name) == (gate.model, gate.dataset):
+        data["gate"] = gate.model_dump(mode="json", exclude={"model", "dataset"})
+        if suite.promote is not None:
+            data["promote"] = suite.promote.model_dump(mode="json")
     return data
 
 
@@ -256,8 +298,14 @@ def suite_params(suite: SuiteConfig, pairs: list[tuple[str, EvalConfig]]) -> dic
               "suite.evaluations": str(len(pairs))}
     params |= {f"models.{m.name}.path": m.path for m in suite.models}
     params |= {f"datasets.{d.name}.path": d.path for d in suite.datasets}
+    if suite.gate is not None:
+        params["suite.gate"] = (f"{label_of(suite.gate.model, suite.gate.dataset)} vs "
+                                f"{suite.gate.baseline}")
+    if suite.promote is not None:
+        params["suite.promote"] = f"{suite.promote.model_name}@{suite.promote.alias}"
     if pairs:
-        skip = ("model.", "dataset.", "tracking.run_name", "tracking.parent_run_id")
+        skip = ("model.", "dataset.", "tracking.run_name", "tracking.parent_run_id", "gate.",
+                "promote.")
         params |= {f"shared.{key}": value for key, value in flatten(pairs[0][1]).items()
                    if not key.startswith(skip)}
     return params

@@ -92,6 +92,28 @@ def test_validation_errors_name_the_suite_entry(tmp_path: Path):
     assert "shared.metrics: unknown metric 'no_such_metric'" in message
 
 
+def test_the_suite_gate_applies_to_its_one_pair_and_names_real_entries(tmp_path: Path):
+    gate = {"model": "b", "dataset": "x", "baseline": "models:/clip@champion",
+            "rules": [{"metric": "i2t_recall_at_1", "max_drop": 0.01}]}
+    data = suite_data(tmp_path, {"a": "/m/a", "b": "/m/b"}, {"x": "/d/x.jsonl", "y": "/d/y"},
+                      gate=gate, promote={"model_name": "clip"})
+    by_label = dict(expand_suite(build_suite(data)))
+    assert [label for label, c in by_label.items() if c.gate is not None] == ["b@x"]
+    assert by_label["b@x"].gate.baseline == "models:/clip@champion"
+    assert by_label["b@x"].promote.alias == "champion" and by_label["a@x"].promote is None
+    bad = suite_data(tmp_path, {"a": "/m/a"}, {"x": "/d/x.jsonl"},
+                     gate=gate | {"model": "zz"}, promote={"model_name": "clip"})
+    bad["shared"]["gate"] = {"baseline": "experiment:e"}
+    with pytest.raises(ConfigError) as error:
+        expand_suite(build_suite(bad))
+    assert "gate.model: no models entry named 'zz'" in str(error.value)
+    assert "shared.gate: the suite has its own gate/promote" in str(error.value)
+    lonely = suite_data(tmp_path, {"a": "/m/a"}, {"x": "/d/x.jsonl"},
+                        promote={"model_name": "clip"})
+    with pytest.raises(ConfigError, match="promote: needs the suite's gate"):
+        expand_suite(build_suite(lonely))
+
+
 def test_load_suite_reads_yaml_and_overrides_by_index_or_name(tmp_path: Path):
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(suite_data(tmp_path, {"a": "/m/a"}, {"x": "/d/x.jsonl"})))
