@@ -15,7 +15,12 @@ from tasks.data.base import DataError
 from tasks.gate import GateFailed
 from tasks.kinds import kind_code_version
 from tasks.plan import check_config
-from tasks.report.summary import build_report, review_summary, summary_markdown
+from tasks.report.summary import (
+    artifact_links,
+    build_report,
+    review_summary,
+    summary_markdown,
+)
 from tasks.review.approval import ApprovalRejected, wait_for_approval
 from tasks.secrets import redact_text, redact_url
 from tasks.steps import (
@@ -37,6 +42,7 @@ from tasks.tracking.run import (
     start_tags,
     tracked_run,
 )
+from tasks.tracking.storage import presigned_links
 
 T = TypeVar("T")
 
@@ -84,7 +90,9 @@ def run_stages(config: EvalConfig, uri: str, run_id: str, run_name: str) -> dict
                                             run_dir / "report"))
     # report.json is written before its own export is timed: all stages go onto the run
     ml.log_metrics(uri, run_id, {f"time_{stage}_s": t for stage, t in timed.timings.items()})
-    create_markdown_artifact(summary_markdown(report, ml.run_link(uri, run_id), report_uri),
+    links = presigned_links(report_uri, artifact_links(report), config.report.presign_expiry_s)
+    create_markdown_artifact(summary_markdown(report, ml.run_link(uri, run_id), report_uri,
+                                              links),
                              key="bifocal-evaluation", description="Evaluation summary")
     if config.review.approval:
         approve(config, uri, run_id)

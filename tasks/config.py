@@ -417,10 +417,6 @@ class ReviewConfig(_Strict):
     formats: list[ReviewFormat] = Field(
         default_factory=lambda: list(ReviewFormat), description="Queue files to write: csv, "
         "jsonl, label_studio (labeling config + tasks JSON) and sheet (offline HTML).")
-    presign_expiry_s: int = Field(
-        7 * 24 * 3600, ge=60, le=7 * 24 * 3600, description="When the report goes to s3://: "
-        "how long the presigned image URLs of label_studio/tasks_s3.json work (SigV4: at most "
-        "7 days).")
     approval: bool = Field(
         False, description="Pause the evaluate flow after the report until a reviewer approves "
         "or rejects it in the Prefect UI (a rejection fails the run).")
@@ -461,6 +457,10 @@ class ReportConfig(_Strict):
         "reports", description="Folder or s3://bucket/prefix; each run writes a subfolder."
     )
     examples: int = Field(8, ge=0, le=200, description="Example rows with thumbnails in HTML.")
+    presign_expiry_s: int = Field(
+        7 * 24 * 3600, ge=60, le=7 * 24 * 3600, description="When the destination is s3://: "
+        "how long the presigned links work — the report and review sheet links in the Prefect "
+        "artifact, the image URLs of review/label_studio/tasks_s3.json (SigV4: at most 7 days).")
 
 
 class TrackingConfig(_Strict):

@@ -194,7 +194,7 @@ def export_report(config: EvalConfig, report: dict[str, Any], dataset: DatasetRe
     name = re.sub(r"[^\w.\-@]+", "_", report["run_name"]) + "-" + report["mlflow_run_id"][:8]
     destination = f"{config.report.destination.rstrip('/')}/{name}"
     if is_s3(destination) and (folder / "review").is_dir():
-        add_s3_tasks(folder / "review", f"{destination}/review", config.review.presign_expiry_s)
+        add_s3_tasks(folder / "review", f"{destination}/review", config.report.presign_expiry_s)
     return publish_folder(folder, destination)
 
 

@@ -91,10 +91,18 @@ def review_summary(review: ReviewQueue) -> dict[str, Any]:
             "files": sorted(f"review/{name}" for name in review.files)}
 
 
-def summary_markdown(report: dict[str, Any], link: str, report_uri: str) -> str:
-    lines = [f"# {report['task']} · {report['run_name']}", "",
-             f"MLflow run `{report['mlflow_run_id']}`: {link}", "",
-             f"Report: `{report_uri}`", "", "| metric | value [CI] |", "|---|---|"]
+def summary_markdown(report: dict[str, Any], link: str, report_uri: str,
+                     links: dict[str, str] | None = None) -> str:
+    """The Prefect artifact: the MLflow run (a link on a tracking server), the report (presigned
+    links when it is on S3), metrics with CIs, counts, warnings and the review queue."""
+    run = f"[{report['mlflow_run_id']}]({link})" if link.startswith("http") else (
+        f"`{report['mlflow_run_id']}`: {link}")
+    lines = [f"# {report['task']} · {report['run_name']}", "", f"MLflow run {run}", "",
+             f"Report: `{report_uri}`"]
+    if links:
+        lines += ["", "Links (valid for a limited time): " + " · ".join(
+            f"[{name}]({url})" for name, url in links.items())]
+    lines += ["", "| metric | value [CI] |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in metric_rows(report["metrics"])]
     counts = ", ".join(f"{k}: {v}" for k, v in report["counts"].items())
     lines += ["", f"Counts: {counts}"]
@@ -106,3 +114,10 @@ def summary_markdown(report: dict[str, Any], link: str, report_uri: str) -> str:
                   f"`{report_uri.rstrip('/')}/review/`: " + ", ".join(
                       f"`{Path(f).name}`" for f in review["files"])]
     return "\n".join(lines)
+
+
+def artifact_links(report: dict[str, Any]) -> list[str]:
+    """The report files worth a link: the HTML and JSON report and the review sheet."""
+    review = set((report.get("review") or {}).get("files", []))
+    return ["report.html", "report.json"] + [f for f in ("review/review_sheet.html",
+                                                         "review/queue.csv") if f in review]

@@ -144,3 +144,15 @@ def publish_folder(local: Path, destination: str) -> str:
     if target != local.resolve():
         shutil.copytree(local, target, dirs_exist_ok=True)
     return str(target)
+
+
+def presigned_links(uri: str, names: list[str], expires_s: int) -> dict[str, str]:
+    """For a folder published to ``s3://bucket/prefix``: name -> a presigned GET URL of each
+    of ``names`` (relative paths) valid ``expires_s`` seconds; empty for a local folder."""
+    if not is_s3(uri):
+        return {}
+    bucket, prefix = split_s3(uri)
+    client = s3_client()
+    return {name: str(client.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": _key(prefix, name)}, ExpiresIn=expires_s))
+        for name in names}

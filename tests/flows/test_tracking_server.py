@@ -2,6 +2,7 @@
 artifact store, reports on S3 too; all started on loopback by the test."""
 
 import json
+import re
 
 import pytest
 from mlflow import MlflowClient
@@ -57,6 +58,25 @@ def test_evaluate_against_mlflow_server_postgres_and_s3(prefect_harness, s3_serv
     image = requests.get(tasks[0]["data"]["image"], timeout=30)
     assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
     assert s3_server.secret_key not in json.dumps(tasks)
+    # the Prefect artifact links the run on the tracking server and the report on S3
+    markdown = latest_artifact("bifocal-evaluation")
+    assert f"[{result['mlflow_run_id']}]({uri}/#/experiments/" in markdown
+    links = dict(re.findall(r"\[([\w./]+)\]\((http[^)]+)\)", markdown))
+    page = requests.get(links["report.html"], timeout=30)
+    assert page.status_code == 200 and result["mlflow_run_id"] in page.text
+    assert requests.get(links["review/review_sheet.html"], timeout=30).status_code == 200
+    assert s3_server.secret_key not in markdown
     # no secret reaches MLflow params or tags
     values = json.dumps({**run.data.params, **run.data.tags})
     assert s3_server.secret_key not in values
+
+
+def latest_artifact(key: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC, limit=1)
+    return str(found[0].data)
