@@ -357,10 +357,26 @@ def model_source(path: str) -> str:
     return str(local.resolve()) if "://" not in path and local.exists() else path
 
 
+def pointer_source(uri: str, run_id: str, path: str) -> str:
+    """A tracking server refuses a local folder as a model version source (it must lie in the
+    run's artifacts): log ``model/bifocal-model.json`` naming the folder on the run and use
+    ``runs:/<run>/model`` instead — the weights stay where they are."""
+    import json
+    import tempfile
+
+    from tasks.tracking import mlflow_log as ml
+
+    with tempfile.TemporaryDirectory(prefix="bifocal-model-") as folder:
+        (Path(folder) / "bifocal-model.json").write_text(json.dumps({"path": path}))
+        ml.log_artifacts(uri, run_id, Path(folder), "model")
+    return f"runs:/{run_id}/model"
+
+
 def promote(uri: str, settings: PromoteConfig, source: str, run_id: str,
             tags: dict[str, str] | None = None) -> dict[str, Any]:
     """A new version of ``settings.model_name`` (created if missing) from ``source``, linked to
-    ``run_id``, and ``settings.alias`` moved to it."""
+    ``run_id``, and ``settings.alias`` moved to it. On a tracking server a local folder is
+    registered through a pointer in the run's artifacts (``pointer_source``)."""
     from tasks.comparison import registry_client
 
     client = registry_client(uri)
@@ -374,8 +390,12 @@ def promote(uri: str, settings: PromoteConfig, source: str, run_id: str,
         except Exception as again:  # created meanwhile by another process
             if getattr(again, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                 raise
+    tags = dict(tags or {})
+    if "://" not in source and uri.startswith(("http://", "https://")):
+        tags["bifocal.model_path"] = source
+        source = pointer_source(uri, run_id, source)
     version = client.create_model_version(settings.model_name, source, run_id=run_id,
-                                          tags=tags or {})
+                                          tags=tags)
     client.set_registered_model_alias(settings.model_name, settings.alias, version.version)
     return {"model_name": settings.model_name, "version": str(version.version),
             "alias": settings.alias, "source": source, "run_id": run_id}

@@ -3,6 +3,7 @@ artifact store, reports on S3 too; all started on loopback by the test."""
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -31,6 +32,8 @@ def test_evaluate_against_mlflow_server_postgres_and_s3(prefect_harness, s3_serv
             "model": {"path": str(tiny_clip_dir)}, "dataset": {"path": str(manifest)},
             "review": {"size": 2},
             "report": {"destination": f"s3://{reports}/nightly"},
+            "gate": {"baseline": "models:/server-clip@champion"},
+            "promote": {"model_name": "server-clip"},
             "tracking": {"tracking_uri": uri, "experiment": "server-test"},
             "work_dir": str(tmp_path / "work"),
         })
@@ -42,6 +45,13 @@ def test_evaluate_against_mlflow_server_postgres_and_s3(prefect_harness, s3_serv
             result["metrics"]["t2i_recall_at_1"])
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
         assert "report/report.json" in artifacts
+        # promotion through the server: the local folder registered by a pointer artifact
+        champion = client.get_model_version_by_alias("server-clip", "champion")
+        assert champion.source == f"runs:/{run.info.run_id}/model"
+        assert champion.tags["bifocal.model_path"] == str(tiny_clip_dir.resolve())
+        pointer = client.download_artifacts(run.info.run_id, "model/bifocal-model.json",
+                                            str(tmp_path / "pointer"))
+        assert json.loads(Path(pointer).read_text())["path"] == str(tiny_clip_dir.resolve())
     assert result["report"].startswith(f"s3://{reports}/nightly/")
     key = result["report"].removeprefix(f"s3://{reports}/") + "/report.json"
     report = json.loads(s3.get_object(Bucket=reports, Key=key)["Body"].read())
