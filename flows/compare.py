@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,12 @@ from tasks.comparison import (
     resolve_runs,
     table_rows,
 )
+from tasks.comparison.html import (
+    FILENAME,
+    ComparisonReport,
+    comparison_media,
+    render_comparison_report,
+)
 from tasks.config import GateRule, StatisticsConfig
 from tasks.gate import GATE_TAG, GateFailed, GateResult, check_rules, text_lines
 from tasks.secrets import redact_text, redact_url
@@ -47,8 +55,10 @@ def comparison_tags(runs: list[RunData], gates: list[GateResult] | None) -> dict
 
 def log_comparison(uri: str, runs: list[RunData], pairs: list[PairComparison],
                    document: dict[str, Any], markdown: str,
-                   gates: list[GateResult] | None) -> str:
-    """One MLflow run in the baseline's experiment: tags, metrics, comparison.json/.md."""
+                   gates: list[GateResult] | None,
+                   html: Callable[[str], str] | None = None) -> str:
+    """One MLflow run in the baseline's experiment: tags, metrics, comparison.json/.md and
+    comparison.html (``html(run_id)``: the page, given the comparison's run id)."""
     client = ml.client(uri)
     names = " vs ".join(run.run_name for run in runs[1:])
     run = client.create_run(runs[0].experiment_id, run_name=f"compare {runs[0].run_name} -> "
@@ -59,6 +69,8 @@ def log_comparison(uri: str, runs: list[RunData], pairs: list[PairComparison],
         with tempfile.TemporaryDirectory(prefix="bifocal-comparison-") as folder:
             (Path(folder) / "comparison.json").write_text(json.dumps(document, indent=2))
             (Path(folder) / "comparison.md").write_text(markdown)
+            if html is not None:
+                (Path(folder) / FILENAME).write_text(html(run_id), encoding="utf-8")
             ml.log_artifacts(uri, run_id, Path(folder), artifact_path="comparison")
     except BaseException as error:  # never leave the run RUNNING
         message = redact_text(f"{type(error).__name__}: {error}")
@@ -67,6 +79,37 @@ def log_comparison(uri: str, runs: list[RunData], pairs: list[PairComparison],
         raise
     ml.end_run(uri, run_id, "FINISHED")
     return run_id
+
+
+def run_links(uri: str, runs: list[RunData]) -> dict[str, str]:
+    """UI addresses of the compared runs on an http(s) tracking server (none otherwise)."""
+    if not uri.startswith(("http://", "https://")):
+        return {}
+    return {run.run_id: ml.run_link(uri, run.run_id, run.experiment_id) for run in runs}
+
+
+def html_page(uri: str, runs: list[RunData], document: dict[str, Any]) -> Callable[[str], str]:
+    """comparison.html for the comparison's run id: thumbnails and texts of the changed rows
+    are read now, from the runs' per-sample tables."""
+    media = comparison_media(runs, document)
+    links = run_links(uri, runs)
+    date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+    def render(run_id: str) -> str:
+        own = {run_id: ml.run_link(uri, run_id, runs[0].experiment_id)} if links else {}
+        return render_comparison_report(ComparisonReport(document, media, links | own, run_id,
+                                                         date))
+
+    return render
+
+
+def report_location(uri: str, run_id: str) -> str:
+    """Where comparison.html lies: the run's artifact location (without credentials)."""
+    try:
+        root = ml.client(uri).get_run(run_id).info.artifact_uri
+    except Exception:  # unreachable tracking server (a spooled run): the artifact path
+        return f"comparison/{FILENAME}"
+    return f"{redact_url(str(root).rstrip('/')) or root}/comparison/{FILENAME}"
 
 
 @flow(name="compare", log_prints=True)
@@ -102,13 +145,18 @@ def compare(runs: list[str], filter_string: str | None = None,
         gate_text = "\n".join(line for g in gates for line in text_lines(g))
         markdown += "\n## Gate\n\n```\n" + gate_text + "\n```\n"
         text += "\n" + gate_text + "\n"
-    run_id = log_comparison(uri, loaded, pairs, document, markdown, gates)
+    run_id = log_comparison(uri, loaded, pairs, document, markdown, gates,
+                            html_page(uri, loaded, document))
+    report = report_location(uri, run_id)
     create_table_artifact(table_rows(pairs), key="bifocal-comparison",
                           description=f"Paired comparison against {loaded[0].run_name}")
-    create_markdown_artifact(markdown + f"\n\nMLflow run `{run_id}`: {ml.run_link(uri, run_id)}",
+    create_markdown_artifact(markdown + f"\n\nMLflow run `{run_id}`: {ml.run_link(uri, run_id)}"
+                             f"\n\nHTML report: {report} (`comparison/{FILENAME}` on the run)",
                              key="bifocal-comparison-summary", description="Paired comparison")
     logger.info("comparison run %s (%.1f s)", run_id, time.perf_counter() - started)
-    result = document | {"mlflow_run_id": run_id, "tracking_uri": redact_url(uri), "text": text}
+    text += f"report: {report}\n"
+    result = document | {"mlflow_run_id": run_id, "tracking_uri": redact_url(uri), "text": text,
+                         "report_html": report}
     if gates is not None and fail_on_gate:
         failed = [g for g in gates if not g.passed]
         if failed:

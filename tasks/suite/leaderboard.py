@@ -211,5 +211,6 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"failed: {failure['label']}: {failure['error']}")
     for label in result.get("skipped", []):
         lines.append(f"skipped: {label} (fail_fast)")
+    lines += [f"report: {result['report_html']}"] if result.get("report_html") else []
     lines += ["", f"MLflow run: {result['mlflow_run_id']} ({result['tracking_uri']})"]
     return lines

@@ -172,7 +172,8 @@ def test_identical_runs_show_no_significant_difference(prefect_harness, store):
     assert run.data.metrics["delta.i2t_recall_at_1"] == 0
     assert run.data.metrics["p.clip_score"] == 1.0
     artifacts = {f.path for f in client.list_artifacts(run.info.run_id, "comparison")}
-    assert artifacts == {"comparison/comparison.json", "comparison/comparison.md"}
+    assert artifacts == {"comparison/comparison.json", "comparison/comparison.md",
+                         "comparison/comparison.html"}
     markdown = Path(client.download_artifacts(run.info.run_id, "comparison/comparison.md",
                                               str(Path(store[10:]).parent))).read_text()
     assert "| metric | A | B | delta [CI] | p (test) | p_holm | effect | verdict |" in markdown
