@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import tasks.services.postgres as postgres
+import tasks.services.specs as specs
 from tasks.processes import process_alive, process_started
-from tasks.services import postgres, specs
 from tasks.services.procs import (
     LOOPBACK,
     ServiceError,
