@@ -1,4 +1,7 @@
-"""The evaluate flow: load data -> inference -> score -> review sample -> report, in MLflow."""
+"""The evaluate flow: load data -> inference -> score -> review sample -> report, in MLflow.
+
+The flow run is named after the evaluation (``evaluation_name``: tracking.run_name, else
+model@dataset); its log says the MLflow run, the report and the metrics."""
 
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ from tasks.tracking.run import (
     tracked_run,
 )
 from tasks.tracking.storage import presigned_links
+from tasks.tracking.ui import INTERVAL_SUFFIXES, runs_url, set_task_view, view_name
 
 T = TypeVar("T")
 
@@ -87,7 +91,7 @@ def run_stages(config: EvalConfig, uri: str, run_id: str, run_name: str) -> dict
     report_uri = timed("report", lambda: export_report(config, report, dataset, scores,
                                                        slices, review, run_dir))
     timed("tracking", lambda: track_results(uri, run_id, dataset, inference, scores, slices,
-                                            run_dir / "report"))
+                                            run_dir / "report", report))
     # report.json is written before its own export is timed: all stages go onto the run
     ml.log_metrics(uri, run_id, {f"time_{stage}_s": t for stage, t in timed.timings.items()})
     links = presigned_links(report_uri, artifact_links(report), config.report.presign_expiry_s)
@@ -116,7 +120,66 @@ def approve(config: EvalConfig, uri: str, run_id: str) -> None:
     logger.info("%s", decision.message())
 
 
-@flow(name="evaluate", log_prints=True)
+def evaluation_name() -> str:
+    """The flow run's name: the evaluation's run name (tracking.run_name, else model@dataset);
+    "evaluate" when the parameters are not a valid config (the flow then says why)."""
+    from prefect.runtime import flow_run
+
+    config = flow_run.parameters.get("config")
+    try:
+        if not isinstance(config, EvalConfig):
+            config = EvalConfig.model_validate(config)
+        return default_run_name(config)
+    except Exception:  # noqa: BLE001 - naming must not be what fails the run
+        return "evaluate"
+
+
+def metrics_line(headline: str, metrics: dict[str, float]) -> str:
+    """``i2t_recall_at_1=0.258 [0.21, 0.3], t2i_recall_at_1=...``: the headline first, each
+    metric with its interval when there is one."""
+    def shown(key: str) -> str:
+        low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+        interval = f" [{low:.4g}, {high:.4g}]" if low is not None and high is not None else ""
+        return f"{key}={metrics[key]:.4g}{interval}"
+
+    keys = sorted((k for k in metrics if not k.endswith(INTERVAL_SUFFIXES)),
+                  key=lambda k: k != headline)  # stable: the headline first, then in order
+    return ", ".join(shown(k) for k in keys) or "none"
+
+
+def task_view(config: EvalConfig, uri: str, run_id: str, headline: str,
+              metrics: dict[str, float]) -> str | None:
+    """Save the task's runs view on the experiment (``tasks.tracking.ui``) and say where it
+    is; None when it could not be saved (it never fails the evaluation)."""
+    if ml.spool_notice(run_id):  # the server went away: the results wait in the spool
+        return None
+    try:
+        mlflow_client = ml.client(uri)
+        experiment_id = mlflow_client.get_run(run_id).info.experiment_id
+        view = set_task_view(mlflow_client, experiment_id, config.task.value, headline,
+                             metrics)
+    except Exception as error:  # noqa: BLE001 - a view is a convenience
+        get_run_logger().debug("runs view not saved: %s", redact_text(str(error))[:300])
+        return None
+    if view is None:
+        return None
+    if uri.startswith(("http://", "https://")):
+        return runs_url(redact_url(uri) or uri, experiment_id, view)
+    return f"Views > {view_name(config.task.value)} above the runs of experiment " \
+        f"{config.tracking.experiment!r}"
+
+
+def log_outcome(config: EvalConfig, uri: str, result: dict[str, Any], headline: str) -> None:
+    """The report and the metrics, one INFO line each, and where the task's runs view is."""
+    logger = get_run_logger()
+    logger.info("report: %s", result["report"])
+    logger.info("metrics: %s", metrics_line(headline, result["metrics"]))
+    where = task_view(config, uri, result["mlflow_run_id"], headline, result["metrics"])
+    if where:
+        logger.info("runs of this task with their metrics in MLflow: %s", where)
+
+
+@flow(name="evaluate", log_prints=True, flow_run_name=evaluation_name)
 def evaluate(config: EvalConfig) -> dict[str, Any]:
     """Evaluate one model on one dataset; one MLflow run; returns metrics and where things are."""
     kind = check_config(config)
@@ -126,7 +189,9 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     run_name = default_run_name(config)
     tags = start_tags(config, kind_code_version(kind), flow_run_ids())
     with tracked_run(uri, config, run_name, tags) as run_id:
+        get_run_logger().info("MLflow run %s: %s", run_id, ml.run_link(uri, run_id))
         result = run_stages(config, uri, run_id, run_name)
+    log_outcome(config, uri, result, kind.headline)
     # a failed gate fails the flow run; the evaluation's MLflow run stays FINISHED
     if result["gate"] is not None and result["gate"]["status"] == "failed":
         raise GateFailed(result["gate"]["message"], result)

@@ -24,7 +24,7 @@ from tasks.kinds import InferenceRef, Scores, get_task_kind, kind_code_version
 from tasks.kinds.scoring import bootstrap_settings
 from tasks.kinds.sharded import Inference
 from tasks.report.build import write_report
-from tasks.report.summary import examples
+from tasks.report.figures import run_figures
 from tasks.review.export import add_s3_tasks
 from tasks.review.prepare import ReviewInputs, ReviewQueue, prepare_review
 from tasks.slicing import (
@@ -187,10 +187,7 @@ def export_report(config: EvalConfig, report: dict[str, Any], dataset: DatasetRe
     folder = run_dir / "report"
     files = scores.files | ({"slices.parquet": slices.table_path} if slices else {})
     write_report(folder, report, per_sample, scores.extra_tables, Path(review.folder),
-                 dataset.load_rejects(), config.report.formats,
-                 examples(per_sample, review.sample_path, scores.row_key,
-                          config.report.examples),
-                 list(get_task_kind(config.task.value).display_columns), files)
+                 dataset.load_rejects(), config.report.formats, files)
     name = re.sub(r"[^\w.\-@]+", "_", report["run_name"]) + "-" + report["mlflow_run_id"][:8]
     destination = f"{config.report.destination.rstrip('/')}/{name}"
     if is_s3(destination) and (folder / "review").is_dir():
@@ -200,8 +197,10 @@ def export_report(config: EvalConfig, report: dict[str, Any], dataset: DatasetRe
 
 @task(name="track-results", **HEALING, **STAGE)
 def track_results(uri: str, run_id: str, dataset: DatasetRef, inference: InferenceRef,
-                  scores: Scores, slices: Slices | None, report_dir: Path) -> None:
-    """Metrics, fingerprints, dataset input, per-sample and slice tables and report artifacts
+                  scores: Scores, slices: Slices | None, report_dir: Path,
+                  report: dict[str, Any] | None = None) -> None:
+    """Metrics, fingerprints, dataset input, per-sample and slice tables, report artifacts and
+    the report's plots (``plots/<name>.png``; ``report`` defaults to report_dir's report.json)
     on the run."""
     items = dataset.load_items()
     ml.log_metrics(uri, run_id, scores.metrics | (slices.metrics if slices else {}))
@@ -215,6 +214,8 @@ def track_results(uri: str, run_id: str, dataset: DatasetRef, inference: Inferen
     per_sample = pd.read_parquet(scores.per_sample_path).drop(columns=["image_path"])
     ml.log_table(uri, run_id, per_sample, "per_sample.json")
     ml.log_artifacts(uri, run_id, report_dir, artifact_path="report")
+    for name, figure in run_figures(report_dir, report, per_sample, scores.files).items():
+        ml.log_figure(uri, run_id, figure, f"plots/{name}.png")
 
 
 @task(name="gate", **STAGE)

@@ -22,11 +22,10 @@ def write_report(
     review_dir: Path | None,
     rejects: pd.DataFrame,
     formats: list[ReportFormat],
-    examples: pd.DataFrame,
-    display_columns: list[str],
     files: dict[str, str] | None = None,
 ) -> list[Path]:
-    """Write every requested format into ``folder``; return the written files."""
+    """Write every requested format into ``folder``; return the written files. ``files`` are
+    further report files (name -> path, e.g. confusion_matrix.csv), copied and plotted."""
     from tasks.report.html import render
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -55,7 +54,7 @@ def write_report(
         written += sorted(p for p in target.rglob("*") if p.is_file())
     if ReportFormat.html in formats:
         written.append(_write_text(folder / "report.html",
-                                   render(report, examples, display_columns)))
+                                   render(report, per_sample, files)))
     return written
 
 

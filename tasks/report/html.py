@@ -1,98 +1,110 @@
-"""A self-contained, readable HTML report (inline thumbnails, no external assets)."""
+"""report.html: one self-contained page per evaluation that opens from disk, in MLflow's
+artifact view and from S3 alike. No script, no external font, style or image: the CSS is inline,
+plots are inline SVG, thumbnails are ``data:`` JPEGs, and a Content-Security-Policy forbids
+fetching anything else (an injected ``<script>`` or remote image would not load).
+
+Sections, each present whatever the run (no scores, skipped metrics, rejects, empty slices):
+summary header, metrics, plots, slices, examples, review queue, counts.
+"""
 
 from __future__ import annotations
 
-import base64
-import io
 from html import escape
 from typing import Any
 
 import pandas as pd
 
+from tasks.report import sections
+from tasks.report.figures import Plots, report_figures
+from tasks.report.galleries import THUMBNAIL_PX, galleries
+
+POLICY = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; "
+          "form-action 'none'")
 STYLE = """
-body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1100px}
-table{border-collapse:collapse;margin:.5rem 0 1.5rem}
-td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}
-th{background:#f3f3f3} .num{text-align:right;font-variant-numeric:tabular-nums}
-.warn{background:#fff4d6;padding:.5rem 1rem;border-left:4px solid #e0a800}
-img{width:96px;height:96px;object-fit:contain;background:#eee}
-code{background:#f3f3f3;padding:0 .2rem}
+body{font-family:system-ui,sans-serif;margin:0 auto;padding:1.5rem 2rem;color:#222;
+max-width:1150px;line-height:1.4}
+h1{font-size:1.5rem;margin:.2rem 0} h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;
+margin-top:2rem} h3{margin:1.2rem 0 .4rem}
+header p{margin:.3rem 0} .small{font-size:.85rem;color:#555}
+table{border-collapse:collapse;margin:.4rem 0 1rem;font-size:.92rem}
+td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:left;vertical-align:top}
+th{background:#f3f3f3} .num,td.value{text-align:right;font-variant-numeric:tabular-nums}
+tr.headline{background:#eef5ff;font-weight:600} td.arrow{text-align:center}
+.warn{background:#fff4d6;padding:.4rem .8rem;border-left:4px solid #e0a800}
+.note,.none{color:#666;font-style:italic}
+code{background:#f3f3f3;padding:0 .2rem;word-break:break-all}
+.count,.score{white-space:nowrap}
+figure.plot{margin:1rem 0;border:1px solid #eee;padding:.5rem;background:#fff}
+figure.plot figcaption{font-weight:600;margin-bottom:.3rem}
+figure.plot svg{max-width:100%;height:auto}
+.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:.8rem}
+.card{display:flex;gap:.7rem;border:1px solid #ddd;border-radius:4px;padding:.5rem;
+background:#fafafa}
+.card img{width:160px;height:160px;object-fit:contain;background:#eee;flex:none}
+.noimg{width:160px;height:160px;flex:none;background:#f6e7e7;color:#7a1f1f;font-size:.8rem;
+padding:.4rem;box-sizing:border-box}
+.card .body{min-width:0;font-size:.88rem} .card p{margin:0 0 .3rem}
+dt{font-weight:600} dd{margin:0 0 .3rem .6rem} dd ol{margin:0;padding-left:1.2rem}
+li.hit{color:#1e6b3c;font-weight:600} .ok{color:#1e6b3c} .bad{color:#b00020}
 """
 
 
-def thumbnail(path: str, size: int = 96) -> str:
-    """Inline JPEG data URI, or an empty string when the image cannot be read."""
-    from tasks.io import open_image
-
-    try:
-        image = open_image(path)
-    except (OSError, ValueError, SyntaxError):
-        return ""
-    image.thumbnail((size, size))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f'<td class="num">{value:.4f}</td>'
-    if isinstance(value, list | tuple):
-        return "<td>" + "<br>".join(escape(str(v)) for v in value) + "</td>"
-    return f"<td>{escape(str(value))}</td>"
-
-
-def _bounds(metrics: dict[str, float], key: str) -> str:
-    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
-    return "" if low is None or high is None else f"[{low:.4f}, {high:.4f}]"
-
-
-def _table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "<p>none</p>"
-    head = "".join(f"<th>{escape(str(k))}</th>" for k in rows[0])
-    body = "".join("<tr>" + "".join(_cell(v) for v in row.values()) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+def render(report: dict[str, Any], per_sample: pd.DataFrame,
+           files: dict[str, str] | None = None, plots: Plots | None = None) -> str:
+    """The whole page; ``plots`` default to ``report_figures`` of the same inputs."""
+    plots = plots if plots is not None else report_figures(report, per_sample, files)
+    figures = [(p.name, p.title, p.figure) for p in plots.plots]
+    body = "\n".join([
+        sections.header(report, per_sample),
+        sections.metrics(report),
+        sections.plots_section(figures, plots.notes),
+        sections.slices(report),
+        galleries(per_sample, report, Thumbnails()),
+        sections.review(report),
+        sections.counts(report, per_sample),
+    ])
+    model = str(((report.get("config") or {}).get("model") or {}).get("path", ""))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{POLICY}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Bifocal report: {escape(report['task'])} · {escape(model)}</title>
+<style>{STYLE}</style></head>
+<body>
+{body}
+</body></html>
+"""
 
 
-def render(report: dict[str, Any], examples: pd.DataFrame, display_columns: list[str]) -> str:
-    values = report["metrics"]
-    level = report.get("statistics", {}).get("level", 0.95)
-    metrics = [{"metric": k, "value": v, f"{level:.0%} interval": _bounds(values, k),
-                "better": "higher" if report["higher_is_better"].get(k) else "lower"}
-               for k, v in values.items() if not k.endswith(("_ci_low", "_ci_high"))]
-    counts = [{"count": k, "value": v} for k, v in report["counts"].items()]
-    fingerprints = [{"what": k, "fingerprint": v} for k, v in report["fingerprints"].items()]
-    example_rows = []
-    for row in examples.to_dict(orient="records"):
-        src = thumbnail(row["image_path"])
-        image = f'<img src="{src}" alt="{escape(row["item_id"])}">' if src else "(unreadable)"
-        example_rows.append(
-            "<tr><td>" + image + "</td><td>" + escape(str(row["item_id"])) + "</td>"
-            + _cell(list(row["captions"]))
-            + "".join(_cell(row.get(c)) for c in display_columns)
-            + _cell(row.get("review_strategy", "")) + "</tr>"
-        )
-    header = "".join(f"<th>{escape(c)}</th>" for c in ["image", "id", "captions",
-                                                        *display_columns, "why shown"])
-    warnings = "".join(f'<p class="warn">{escape(w)}</p>' for w in report["warnings"])
-    rejects = _table([{"reason": k, "rows": v}
-                      for k, v in report.get("rejects_by_reason", {}).items()])
-    skipped = _table([{"metric": k, "reason": v} for k, v in report["skipped"].items()]) \
-        if report["skipped"] else ""
-    model = report["config"]["model"]["path"]
-    dataset = report["config"]["dataset"]["path"]
-    return f"""<!doctype html><html><head><meta charset="utf-8">
-<title>Bifocal report: {escape(report['task'])} · {escape(model)}</title><style>{STYLE}</style>
-</head><body>
-<h1>{escape(report['task'])} evaluation</h1>
-<p>Model <code>{escape(model)}</code> on <code>{escape(dataset)}</code>.
-MLflow run <code>{escape(str(report.get('mlflow_run_id')))}</code>.</p>
-{warnings}
-<h2>Metrics</h2>{_table(metrics)}
-{'<h2>Skipped metrics</h2>' + skipped if skipped else ''}
-<h2>Counts</h2>{_table(counts)}
-<h2>Rejected rows</h2>{rejects}
-<h2>Examples</h2><table><tr>{header}</tr>{''.join(example_rows)}</table>
-<h2>Fingerprints</h2>{_table(fingerprints)}
-</body></html>"""
+class Thumbnails:
+    """``(image path, row id) -> <img>`` with an embedded JPEG thumbnail, or a placeholder
+    saying why there is none; each path is read once per page."""
+
+    def __init__(self, size: int = THUMBNAIL_PX) -> None:
+        self.size = size
+        self.done: dict[str, str] = {}
+
+    def __call__(self, path: Any, key: str) -> str:
+        if path is None or str(path) in ("", "nan", "None"):
+            return self._placeholder("no image path")
+        src = self.done.get(str(path))
+        if src is None:
+            src = self.done[str(path)] = self._encode(str(path))
+        if not src.startswith("data:"):
+            return self._placeholder(src)
+        return f'<img src="{src}" alt="image of {escape(key)}" loading="eager">'
+
+    def _encode(self, path: str) -> str:
+        """The data URI, or the reason the image could not be read."""
+        from tasks.io import DECODE_ERRORS, error_text
+        from tasks.review.sheet import image_data_uri
+
+        try:
+            return image_data_uri(path, self.size)
+        except DECODE_ERRORS as error:
+            return error_text(error)
+
+    @staticmethod
+    def _placeholder(reason: str) -> str:
+        return (f'<div class="noimg" role="img" aria-label="image unavailable">'
+                f"Image unavailable: {escape(reason)}</div>")

@@ -6,12 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from tasks.config import EvalConfig
 from tasks.data.base import DatasetRef
 from tasks.kinds import get_task_kind
 from tasks.kinds.base import InferenceRef, Scores
+from tasks.report.links import created_at, prefect_flow_run
 from tasks.secrets import redact
 from tasks.slicing import Slices
 from tasks.stats.estimates import is_interval_key
@@ -40,6 +39,7 @@ def build_report(config: EvalConfig, run: dict[str, str], dataset: DatasetRef,
         "row_key": scores.row_key, "headline": get_task_kind(config.task.value).headline,
         "skipped": scores.skipped, "warnings": scores.warnings, "timings_s": timings,
         "rejects_by_reason": reject_summary(dataset),
+        "created_at": created_at(), "prefect": prefect_flow_run(),
     }
     if slices is not None:
         report["slices"] = {"settings": config.slices.model_dump(mode="json"),
@@ -68,20 +68,6 @@ def reject_summary(dataset: DatasetRef) -> dict[str, int]:
     # reasons carry details after a colon (paths, decoder messages): group on the head
     heads = rejects["scope"] + ": " + rejects["reason"].str.split(":").str[0]
     return {str(k): int(v) for k, v in heads.value_counts().items()}
-
-
-def examples(per_sample: pd.DataFrame, sample_path: Path, key: str, count: int
-             ) -> pd.DataFrame:
-    """Show the review sample's first rows in the HTML: failures, then by strategy."""
-    if not sample_path.exists():
-        return per_sample.head(count).assign(review_strategy="")
-    sample = pd.read_parquet(sample_path, columns=[key, "review_strategy"])
-    strategies = sample.drop_duplicates(key).set_index(key)["review_strategy"]
-    chosen = per_sample[per_sample[key].isin(strategies.index)].copy()
-    chosen["review_strategy"] = chosen[key].map(strategies)
-    order = {name: rank for rank, name in enumerate(strategies.unique())} | {"failed": -1}
-    return chosen.sort_values("review_strategy", key=lambda s: s.map(order),
-                              kind="stable").head(count)
 
 
 def review_summary(review: ReviewQueue) -> dict[str, Any]:

@@ -126,6 +126,10 @@ def _local_store(uri: str) -> bool:
 
 
 def ensure_experiment(mlflow_client, name: str, uri: str) -> str:
+    """The experiment's id; a missing one is created, tagged as a model-training experiment
+    (``tasks.tracking.ui``: MLflow's UI shows its runs, not the GenAI overview)."""
+    from tasks.tracking.ui import experiment_tags
+
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
@@ -134,7 +138,8 @@ def ensure_experiment(mlflow_client, name: str, uri: str) -> str:
         base = Path(uri.split("///", 1)[-1]).parent if uri.startswith("sqlite:") else Path.cwd()
         location = (base / "mlartifacts").resolve().as_uri()
     try:
-        return mlflow_client.create_experiment(name, artifact_location=location)
+        return mlflow_client.create_experiment(name, artifact_location=location,
+                                               tags=experiment_tags())
     except Exception:  # another process created it meanwhile
         experiment = mlflow_client.get_experiment_by_name(name)
         if experiment is None:
@@ -218,6 +223,22 @@ def log_artifacts(uri: str, run_id: str, folder: Path, artifact_path: str | None
     _deliver(uri, run_id,
              lambda: client(uri).log_artifacts(run_id, str(folder), artifact_path=artifact_path),
              lambda box: box.artifacts(Path(folder), artifact_path))
+
+
+def log_figure(uri: str, run_id: str, figure: Any, artifact_file: str) -> None:
+    """A matplotlib figure as an image artifact (``plots/recall.png``); spooled as that PNG
+    when the server is unreachable."""
+    _deliver(uri, run_id, lambda: client(uri).log_figure(run_id, figure, artifact_file),
+             partial(_keep_figure, figure=figure, artifact_file=artifact_file))
+
+
+def _keep_figure(box: spool.RunSpool, figure: Any, artifact_file: str) -> None:
+    import tempfile
+
+    parent = Path(artifact_file).parent.as_posix()
+    with tempfile.TemporaryDirectory() as folder:
+        figure.savefig(Path(folder) / Path(artifact_file).name)
+        box.artifacts(Path(folder), None if parent == "." else parent)
 
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:

@@ -2,7 +2,9 @@
 image failed leave the ranking. The per-image ``margin`` is the cosine similarity of the most
 similar caption in the gallery (any image's) minus that of the second most similar: how sure the
 model's top image-to-text pick is (the review's ``margin`` strategy samples the smallest);
-``top_caption`` is that pick, what a reviewer judges next to the image."""
+``top_caption`` is that pick, what a reviewer judges next to the image. ``top_captions`` are the
+``TOP_TEXTS`` most similar captions (most similar first) and ``top_correct`` whether each is one
+of the image's own captions: what the report's galleries show (empty lists for failed items)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ from tasks.kinds.scoring import (
 from tasks.kinds.sharded import load_arrays
 from tasks.kinds.zero_shot.score import top_two_margin
 from tasks.metrics.retrieval import BLOCK_BYTES, RetrievalInputs
+
+TOP_TEXTS = 3  # retrieved captions per image kept for the report
 
 
 def protocol_warning(protocol: dict[str, Any] | None, images: int, texts: int) -> str | None:
@@ -54,11 +58,12 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
     i2t, t2i = _ranks(run.per_sample, ok_items, ok_texts)
     table = _items_table(items, ok_items, inference.failures, i2t, t2i)
     per_image = {k: v for k, v in run.per_sample.items() if k not in ("i2t_rank", "t2i_rank")}
-    margins, top = caption_margins(inputs)
+    margins, top, tops = caption_ranking(inputs, TOP_TEXTS)
     table = metric_columns(table, ok_items, per_image | {"margin": margins})
     captions = np.asarray(flatten_cells(items["captions"]), dtype=object)[ok_texts]
     table["top_caption"] = None
     table.loc[ok_items, "top_caption"] = captions[top] if len(captions) else None
+    table = top_caption_columns(table, ok_items, captions, tops, inputs.text_to_image)
     texts_table = pd.DataFrame({
         "item_id": items["item_id"].to_numpy()[text_owner],
         "caption": flatten_cells(items["captions"]),
@@ -79,17 +84,51 @@ def caption_margins(inputs: RetrievalInputs) -> tuple[np.ndarray, np.ndarray]:
     """Per image, the similarity of its most similar text in the gallery minus that of the
     second most similar (NaN with fewer than two texts), and the index of that most similar
     text (what the model retrieves); a block of images at a time."""
+    margins, top, _ = caption_ranking(inputs, 1)
+    return margins, top
+
+
+def caption_ranking(inputs: RetrievalInputs, count: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``caption_margins`` plus, per image, the indices of its ``count`` most similar texts
+    (most similar first; ``(images, min(count, texts))``), in one pass over the blocks."""
     images = l2_normalize(inputs.image_embeddings)
     texts = l2_normalize(inputs.text_embeddings)
     step = max(1, BLOCK_BYTES // (4 * max(len(texts), 1)))
-    margins, top = [], []
+    margins, top, tops = [], [], []
     for start in range(0, len(images), step):
         sims = images[start:start + step] @ texts.T
         margins.append(top_two_margin(sims))
         top.append(sims.argmax(axis=1) if sims.shape[1] else np.zeros(len(sims), np.int64))
+        tops.append(most_similar(sims, count))
     if not margins:
-        return np.empty(0), np.empty(0, np.int64)
-    return np.concatenate(margins), np.concatenate(top)
+        return np.empty(0), np.empty(0, np.int64), np.empty((0, 0), np.int64)
+    return np.concatenate(margins), np.concatenate(top), np.concatenate(tops)
+
+
+def most_similar(sims: np.ndarray, count: int) -> np.ndarray:
+    """Per row, the column indices of the ``count`` largest values, largest first (ties: lower
+    index first); a partial sort, so a large gallery is never fully sorted."""
+    count = min(count, sims.shape[1])
+    if count == 0:
+        return np.zeros((len(sims), 0), np.int64)
+    candidates = np.argpartition(-sims, count - 1, axis=1)[:, :count]
+    values = np.take_along_axis(sims, candidates, axis=1)
+    order = np.lexsort((candidates, -values), axis=1)
+    return np.take_along_axis(candidates, order, axis=1).astype(np.int64)
+
+
+def top_caption_columns(table: pd.DataFrame, ok: np.ndarray, captions: np.ndarray,
+                        tops: np.ndarray, text_to_image: np.ndarray) -> pd.DataFrame:
+    """``top_captions`` (texts) and ``top_correct`` (whether each is one of the image's own
+    captions) per item; ``tops`` holds the kept images' rows of kept-text indices."""
+    texts: list[list[str]] = [[] for _ in range(len(table))]
+    correct: list[list[bool]] = [[] for _ in range(len(table))]
+    for image, (row, indices) in enumerate(zip(np.flatnonzero(ok), tops, strict=True)):
+        texts[row] = [str(captions[i]) for i in indices]
+        correct[row] = [bool(text_to_image[i] == image) for i in indices]
+    table["top_captions"], table["top_correct"] = texts, correct
+    return table
 
 
 def _ranks(per_sample: dict[str, np.ndarray], ok_items: np.ndarray, ok_texts: np.ndarray
