@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import to_jsonable_python
 
 from tasks.secrets import externalize_secrets, split_tracking_uri, url_credential_paths
 
@@ -28,8 +29,31 @@ class TaskKind(StrEnum):
     matching = "matching"
 
 
+# The registries' names, as the form's choices (tests/test_config.py keeps them equal to
+# tasks.models.base.ADAPTERS and tasks.data.base.SOURCES). Only the JSON schema (the Prefect form)
+# restricts the values: validation is ``tasks.plan.check_config``'s, which names the choices.
+MODEL_KINDS = ("captioner", "dual_encoder", "itm", "torch_module", "vqa")
+DATA_SOURCES = ("hf", "karpathy", "manifest", "s3")
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
+DEVICE_EXAMPLES = ("auto", "cpu", "cuda", "cuda:0", "cuda:1", "mps")
+
+
+def _show_factory_defaults(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """JSON schema hook: a field whose default comes from a factory (a list or dict) gets that
+    value as its schema ``default``, so the UI form shows it (instead of "0 selected")."""
+    properties = schema.get("properties", {})
+    for name, field in model.model_fields.items():
+        shown = properties.get(field.alias or name)
+        if shown is None or field.default_factory is None or "default" in shown:
+            continue
+        value = field.get_default(call_default_factory=True, validated_data={})
+        if isinstance(value, list | dict):
+            shown["default"] = to_jsonable_python(value, by_alias=True, exclude_none=True)
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True,
+                              json_schema_extra=_show_factory_defaults)
 
 
 class GenerationSettings(_Strict):
@@ -114,7 +138,9 @@ class TorchModuleSettings(_Strict):
 class ModelConfig(_Strict):
     kind: str = Field(
         "dual_encoder",
-        description="Model adapter from the adapter registry (e.g. dual_encoder).",
+        description="Model adapter: dual_encoder (CLIP-like), itm (image-text matching head), "
+        "captioner, vqa, or torch_module (your own PyTorch module).",
+        json_schema_extra={"enum": list(MODEL_KINDS)},
     )
     path: str = Field(
         ...,
@@ -125,7 +151,10 @@ class ModelConfig(_Strict):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="Weights dtype; auto keeps the checkpoint's dtype (float32 on CPU)."
     )
-    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N.")
+    device: str = Field(
+        "auto", description="auto (CUDA when present), cpu, mps, cuda or cuda:N.",
+        json_schema_extra={"pattern": DEVICE_PATTERN, "examples": list(DEVICE_EXAMPLES)},
+    )
     batch_size: int = Field(64, ge=1, le=65536, description="Inference batch size.")
     amp: bool = Field(False, description="Run inference under torch.autocast (CUDA: float16).")
     trust_remote_code: bool = Field(
@@ -142,7 +171,7 @@ class ModelConfig(_Strict):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        if not re.fullmatch(DEVICE_PATTERN, value):
             raise ValueError("must be auto, cpu, mps, cuda or cuda:N")
         return value
 
@@ -160,7 +189,9 @@ class ColumnMapping(_Strict):
 
 class DatasetConfig(_Strict):
     source: str = Field(
-        "manifest", description="Data source from the registry: manifest, hf, karpathy, s3."
+        "manifest", description="Data source: manifest (CSV/JSONL/parquet file), hf (Hugging "
+        "Face dataset), karpathy (Karpathy split JSON) or s3 (a manifest on S3).",
+        json_schema_extra={"enum": list(DATA_SOURCES)},
     )
     path: str = Field(
         ..., description="Manifest file (CSV/JSONL/parquet), Hugging Face dataset folder or "
@@ -177,7 +208,9 @@ class DatasetConfig(_Strict):
         "copy must be at this revision."
     )
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N items.")
-    columns: ColumnMapping = Field(default_factory=ColumnMapping)
+    columns: ColumnMapping = Field(
+        default_factory=ColumnMapping, description="Which columns hold the item id, the image "
+        "path, the captions/answers and the label.")
     caption_separator: str | None = Field(
         None, description="Split caption strings on this separator (CSV with several captions)."
     )
@@ -486,8 +519,10 @@ class TrackingConfig(_Strict):
 
 class EvalConfig(_Strict):
     task: TaskKind = Field(TaskKind.retrieval, description="What is evaluated.")
-    model: ModelConfig
-    dataset: DatasetConfig
+    model: ModelConfig = Field(description="The evaluated model: adapter kind, weights, "
+                               "device, batch size and decoding settings.")
+    dataset: DatasetConfig = Field(description="The evaluated data: source, path, split and "
+                                   "column names.")
     metrics: list[str] = Field(
         default_factory=list, description="Metric names from the registry; empty = all of the task."
     )
@@ -497,7 +532,9 @@ class EvalConfig(_Strict):
         "is moved into the environment variable BIFOCAL_SECRET_<METRIC>_<KEY> and replaced by "
         "${env:BIFOCAL_SECRET_<METRIC>_<KEY>}; write ${env:NAME} to name your own variable."
     )
-    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    inference: InferenceConfig = Field(
+        default_factory=InferenceConfig, description="Inference cache, shards and image "
+        "decoding threads.")
     zero_shot: ZeroShotConfig = Field(
         default_factory=ZeroShotConfig, description="Zero-shot classification prompts."
     )
@@ -518,9 +555,14 @@ class EvalConfig(_Strict):
     promote: PromoteConfig | None = Field(
         None, description="On a passed gate (needs gate), register the evaluated model as a new "
         "version of a registered model and move an alias to it.")
-    review: ReviewConfig = Field(default_factory=ReviewConfig)
-    report: ReportConfig = Field(default_factory=ReportConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    review: ReviewConfig = Field(
+        default_factory=ReviewConfig, description="Human review: which items are sampled, what "
+        "reviewers answer, the queue files and the optional approval step.")
+    report: ReportConfig = Field(
+        default_factory=ReportConfig, description="Report files and where they are written.")
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig, description="MLflow experiment, tracking server and "
+        "run name.")
     work_dir: str = Field(".bifocal/work", description="Run folders and the inference cache.")
     seed: int = Field(0, description="Global seed (sampling, generation).")
 

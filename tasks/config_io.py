@@ -1,12 +1,15 @@
 """Config files and command-line overrides in, dotted MLflow params out.
 
 ``load_config`` reads YAML and applies ``key.sub=value`` overrides, then validates the schema;
-errors name the field and the problem. ``flatten`` turns a config into MLflow params.
+errors name the field and the problem. ``flatten`` turns a config into MLflow params;
+``run_params`` keeps those of the sections that apply to the run (``APPLIES``) and
+``config_yaml`` is the whole config as stored with the run (both with secrets redacted).
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +99,53 @@ def flatten(config: EvalConfig) -> dict[str, str]:
 
     walk("", redact(config.model_dump(mode="json")))
     return out
+
+
+@dataclass(frozen=True)
+class AppliesWhen:
+    """A config section applies when the config value at ``key`` is one of ``values``, or,
+    with no ``values``, when that value is set (not None, not empty)."""
+
+    key: str
+    values: frozenset[str] = frozenset()
+
+    def holds(self, config: dict[str, Any]) -> bool:
+        value: Any = config
+        for part in self.key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        return value in self.values if self.values else value not in (None, "", [], {})
+
+
+# Sections logged as MLflow params only when they apply to the run (the rest always are).
+APPLIES: dict[str, AppliesWhen] = {
+    "zero_shot": AppliesWhen("task", frozenset({"zero_shot_classification"})),
+    "matching": AppliesWhen("task", frozenset({"matching"})),
+    "vqa": AppliesWhen("task", frozenset({"vqa"})),
+    "model.generation": AppliesWhen("model.kind", frozenset({"captioner", "vqa"})),
+    "model.torch_module": AppliesWhen("model.kind", frozenset({"torch_module"})),
+    "gate": AppliesWhen("gate"),
+    "promote": AppliesWhen("promote"),
+    "slices": AppliesWhen("slices.columns"),
+    "tracking.parent_run_id": AppliesWhen("tracking.parent_run_id"),
+}
+
+
+def _section_of(key: str) -> str | None:
+    """The ``APPLIES`` section a dotted param key belongs to, if any."""
+    return next((section for section in APPLIES
+                 if key == section or key.startswith(f"{section}.")), None)
+
+
+def run_params(config: EvalConfig) -> dict[str, str]:
+    """``flatten(config)`` without the sections that do not apply to the run's task and model
+    kind (``APPLIES``); the whole config goes with the run as ``config_yaml``."""
+    data = config.model_dump(mode="json")
+    applies = {section: rule.holds(data) for section, rule in APPLIES.items()}
+    return {key: value for key, value in flatten(config).items()
+            if applies.get(_section_of(key) or "", True)}
+
+
+def config_yaml(config: EvalConfig) -> str:
+    """The whole config as YAML, secrets redacted as in report.json (``tasks.secrets``)."""
+    return yaml.safe_dump(redact(config.model_dump(mode="json")), sort_keys=False,
+                          allow_unicode=True)

@@ -128,3 +128,56 @@ def test_model_kind_must_fit_the_task():
 def test_zero_shot_templates_need_a_placeholder():
     with pytest.raises(ConfigError, match="zero_shot.templates"):
         build_config(BASE, ["task=zero_shot_classification", "zero_shot.templates=[a photo]"])
+
+
+# ---- the UI form: choices from the registries, defaults and descriptions in the schema ----
+
+
+def test_form_choices_equal_the_registries():
+    """config.py lists the registries' names without importing them: keep the lists equal."""
+    from tasks.config import DATA_SOURCES, MODEL_KINDS
+    from tasks.data.base import SOURCES
+    from tasks.models.base import ADAPTERS
+
+    assert list(MODEL_KINDS) == ADAPTERS.names(), "add the adapter to tasks.config.MODEL_KINDS"
+    assert list(DATA_SOURCES) == SOURCES.names(), "add the source to tasks.config.DATA_SOURCES"
+
+
+def test_schema_offers_choices_a_device_pattern_and_shows_list_defaults():
+    import re
+
+    from tasks.config import DATA_SOURCES, DEVICE_EXAMPLES, MODEL_KINDS
+
+    definitions = EvalConfig.model_json_schema()["$defs"]
+    model = definitions["ModelConfig"]["properties"]
+    assert model["kind"]["enum"] == list(MODEL_KINDS) and model["kind"]["default"] in MODEL_KINDS
+    source = definitions["DatasetConfig"]["properties"]["source"]
+    assert source["enum"] == list(DATA_SOURCES) and source["default"] == "manifest"
+    pattern = model["device"]["pattern"]
+    assert all(re.fullmatch(pattern, d) for d in (*DEVICE_EXAMPLES, "cuda:12"))
+    assert not any(re.fullmatch(pattern, d) for d in ("gpu", "cuda:", "cuda:x", "CPU"))
+    for device in DEVICE_EXAMPLES:  # the validator accepts what the pattern accepts
+        assert build_config(BASE, [f"model.device={device}"]).model.device == device
+    formats = definitions["ReportConfig"]["properties"]["formats"]
+    assert formats["default"] == ["json", "html", "parquet", "csv"]
+    review = definitions["ReviewConfig"]["properties"]
+    assert review["formats"]["default"] == ["csv", "jsonl", "label_studio", "sheet"]
+    assert [s["name"] for s in review["strategies"]["default"]] == ["worst", "random"]
+    templates = definitions["ZeroShotConfig"]["properties"]["templates"]
+    assert templates["default"] == ["a photo of a {}."]
+
+
+def test_every_section_and_field_is_described():
+    schema = EvalConfig.model_json_schema()
+    for name, definition in [("EvalConfig", schema), *schema["$defs"].items()]:
+        for field, prop in definition.get("properties", {}).items():
+            assert prop.get("description"), f"{name}.{field} has no description"
+
+
+def test_flatten_keeps_every_field_run_params_the_applying_ones():
+    from tasks.config_io import run_params
+
+    flat = flatten(build_config(BASE))
+    params = run_params(build_config(BASE))
+    assert "zero_shot.templates" in flat and "zero_shot.templates" not in params
+    assert {k: v for k, v in flat.items() if k in params} == params

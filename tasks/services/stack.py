@@ -249,8 +249,12 @@ def _mlflow(plan: Plan) -> Service:
 
 def _artifacts_reachable(plan: Plan) -> bool:
     """MLflow lists its proxied artifact store (s3://bifocal/mlflow): a 200 proves its S3
-    endpoint and keys; anything else is an error, at once."""
-    status, body = http_json(f"{plan.url('mlflow')}/api/2.0/mlflow-artifacts/artifacts")
+    endpoint and keys; no answer yet (a busy machine) is waited for, an error answer fails at
+    once."""
+    status, body = http_json(f"{plan.url('mlflow')}/api/2.0/mlflow-artifacts/artifacts",
+                             timeout=20)
+    if status == 0:
+        return False
     if status != 200:
         text = " ".join(str(body).split())[:300]
         raise failure(plan, "mlflow", f"cannot list its artifact store s3://{BUCKET}/mlflow "

@@ -3,13 +3,14 @@ RUNNING."""
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from tasks.config import EvalConfig
-from tasks.config_io import flatten
+from tasks.config_io import config_yaml, run_params
 from tasks.secrets import redact_text, redact_url
 from tasks.tracking import mlflow_log as ml
 from tasks.tracking.cleanup import end_stale_runs, find_stale_runs, heartbeat, owner_tags
@@ -22,17 +23,32 @@ def default_run_name(config: EvalConfig) -> str:
     return config.tracking.run_name or f"{model}@{data}"
 
 
+def prefect_server_outlives() -> bool:
+    """Whether the Prefect API this process talks to stays up after it: ``PREFECT_API_URL``
+    is set. Without it Prefect runs the flow on a temporary server of its own, which stops
+    with the command (``bifocal run`` without a server), so nothing should point at it."""
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
 def flow_run_ids() -> dict[str, str]:
-    """The current Prefect flow run's id and name (empty outside a flow run)."""
+    """The current Prefect flow run's id, name and UI address, when it runs on a server that
+    outlives the command (empty outside a flow run or on a temporary server)."""
     from prefect import runtime
 
     flow_run_id = runtime.flow_run.id
-    return {"id": str(flow_run_id), "name": str(runtime.flow_run.name)} if flow_run_id else {}
+    if not flow_run_id or not prefect_server_outlives():
+        return {}
+    ids = {"id": str(flow_run_id), "name": str(runtime.flow_run.name)}
+    url = runtime.flow_run.ui_url
+    return ids | ({"url": str(url)} if url else {})
 
 
 def start_tags(config: EvalConfig, code_version: str, flow_run: dict[str, str] | None = None
                ) -> dict[str, str]:
-    """Task, model path, inference code version, git commit, package versions, Prefect ids."""
+    """Task, model path, inference code version, git commit, package versions, the Prefect
+    flow run (``prefect.flow_run_id``, ``_name``, ``_url``: see ``flow_run_ids``)."""
     tags = {"bifocal.task": config.task.value,
             "bifocal.model_path": redact_url(config.model.path) or config.model.path,
             "bifocal.code_version": code_version}
@@ -71,16 +87,26 @@ def end_dead_runs(uri: str, experiment: str) -> list[str]:
             for run in ended if run.ended]
 
 
+def log_config(uri: str, run_id: str, config: EvalConfig) -> None:
+    """The whole config (secrets redacted) as the run's ``config.yaml`` artifact: the params
+    hold only the sections that apply to the run."""
+    with tempfile.TemporaryDirectory(prefix="bifocal-config-") as folder:
+        (Path(folder) / "config.yaml").write_text(config_yaml(config), encoding="utf-8")
+        ml.log_artifacts(uri, run_id, Path(folder))
+
+
 @contextmanager
 def tracked_run(uri: str, config: EvalConfig, run_name: str, tags: dict[str, str]
                 ) -> Iterator[str]:
-    """One MLflow run: params logged once here; it ends FINISHED, or FAILED (KILLED on ^C)
-    with the error as a tag, never left RUNNING by a live process. Its owner process is recorded
-    as tags and ``bifocal.heartbeat`` refreshed while it runs, so a run whose process was killed
-    outright is found and ended later (``end_dead_runs``, ``bifocal runs cleanup``)."""
+    """One MLflow run: params (the sections that apply) and config.yaml logged once here; it
+    ends FINISHED, or FAILED (KILLED on ^C) with the error as a tag, never left RUNNING by a
+    live process. Its owner process is recorded as tags and ``bifocal.heartbeat`` refreshed
+    while it runs, so a run whose process was killed outright is found and ended later
+    (``end_dead_runs``, ``bifocal runs cleanup``)."""
     run_id = ml.start_run(uri, config.tracking.experiment, run_name, tags | owner_tags(),
                           work_dir=config.work_dir)  # spool there if the server goes away
-    ml.log_params(uri, run_id, flatten(config))
+    ml.log_params(uri, run_id, run_params(config))
+    log_config(uri, run_id, config)
     started = time.perf_counter()
     try:
         with heartbeat(uri, run_id):

@@ -15,6 +15,8 @@ import pytest
 import yaml
 
 from tasks.config import EvalConfig, ReportFormat, TaskKind
+from tasks.data.base import SOURCES
+from tasks.models.base import ADAPTERS
 from tasks.plan import check_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,9 +41,8 @@ TEMPLATE_ADDITIONS = {
                     "containers", 0, "resources", "limits", "nvidia.com/gpu")],
 }
 # EvalConfig sections declared without Field(description=...) in tasks/config.py (their
-# fields are described); the form shows them without help text
-UNDESCRIBED = {"EvalConfig": {"model", "dataset", "inference", "review", "report", "tracking"},
-               "DatasetConfig": {"columns"}}
+# fields are described); the form shows them without help text. None left.
+UNDESCRIBED: dict[str, set[str]] = {}
 
 
 def spec(path: Path = PREFECT_FILE) -> dict[str, Any]:
@@ -80,7 +81,7 @@ def test_prefect_files_follow_prefects_schema_and_use_one_process_pool():
         assert model.deployments and all(d.entrypoint for d in model.deployments)
     assert set(entries()) == {NIGHTLY, AD_HOC, "compare-runs", "review-ingest"}
     assert {e["work_pool"]["name"] for e in entries().values()} == {"bifocal"}
-    assert "BIFOCAL_REPO" in json.dumps(spec()["pull"])
+    assert "$" not in json.dumps(spec()["pull"])  # no environment variable to set first
     header = PREFECT_FILE.read_text().split("\nname:")[0]
     assert "prefect deploy --all --prefect-file deployments/prefect.yaml" in header
     assert "bifocal serve" in header
@@ -192,6 +193,68 @@ def test_ad_hoc_form_is_the_whole_eval_config():
                 assert prop.get("description"), f"{name}.{field} has no description"
     config = EvalConfig.model_validate(entry["parameters"]["config"])
     assert config.model.path == ".bifocal/demo/models/clip-tiny-long"
+    assert all(sections[name].get("description") for name in sections)
+    assert model["kind"]["enum"] == ADAPTERS.names() and model["kind"]["default"] == "dual_encoder"
+    dataset = definitions["DatasetConfig"]["properties"]
+    assert dataset["source"]["enum"] == SOURCES.names()
+    assert dataset["columns"]["$ref"] == "#/definitions/ColumnMapping"
+    assert model["device"]["pattern"] and "cuda:0" in model["device"]["examples"]
+    report = definitions["ReportConfig"]["properties"]
+    assert report["formats"]["default"] == [f.value for f in ReportFormat]  # not "0 selected"
+
+
+def test_form_refuses_what_check_config_refuses():
+    """The deployment's stored schema (what the UI form and the server check) rejects a model
+    kind, data source or device that tasks.plan.check_config would refuse."""
+    from prefect.utilities.schema_tools import ValidationError, validate
+
+    from flows.evaluate import evaluate
+
+    schema = openapi(evaluate)
+    good = copy.deepcopy(entries()[AD_HOC]["parameters"])
+    validate(good, schema, raise_on_error=True, preprocess=True)
+    for section, field, value in [("model", "kind", "clip_thing"), ("dataset", "source", "ftp"),
+                                  ("model", "device", "gpu")]:
+        bad = copy.deepcopy(good)
+        bad["config"][section][field] = value
+        with pytest.raises(ValidationError):
+            validate(bad, schema, raise_on_error=True, preprocess=True)
+
+
+# ---- the pull step: the worker runs the flows where `prefect deploy` ran -----------------
+
+
+@pytest.fixture
+def steps_without_api(monkeypatch):
+    """Prefect's own ``run_steps``, minus the block/variable look-ups (none are used here),
+    which would start a temporary Prefect server."""
+    import prefect.deployments.steps.core as core
+
+    async def unchanged(template: Any, *args: Any, **kwargs: Any) -> Any:
+        return template
+
+    monkeypatch.setattr(core, "resolve_block_document_references", unchanged)
+    monkeypatch.setattr(core, "resolve_variables", unchanged)
+    return lambda steps: asyncio.run(core.run_steps(steps, {}, print_function=lambda *a: None))
+
+
+def test_pull_step_enters_the_folder_deploy_ran_in_without_a_variable(tmp_path, monkeypatch,
+                                                                      steps_without_api):
+    """What ``prefect deploy`` (Prefect 3.8, prefect/cli/deploy/_core.py) stores: the build
+    steps' outputs applied to the pull steps; the worker then runs them from anywhere."""
+    from prefect.utilities.templating import apply_values
+
+    monkeypatch.delenv("BIFOCAL_REPO", raising=False)
+    monkeypatch.chdir(ROOT)
+    outputs = steps_without_api(spec()["build"])
+    pull = apply_values(spec()["pull"], outputs, remove_notset=False)
+    assert pull == [{"prefect.deployments.steps.set_working_directory":
+                     {"directory": str(ROOT.resolve())}}]
+    monkeypatch.chdir(tmp_path)  # a worker starts elsewhere
+    steps_without_api(pull)
+    assert Path.cwd() == ROOT.resolve() and (Path.cwd() / "flows" / "evaluate.py").is_file()
+    header = PREFECT_FILE.read_text().split("\nname:")[0]
+    assert "BIFOCAL_REPO" not in header and "from the repository root" in header
 
 
 # ---- bifocal serve: the same deployments ---------------------------------------------------

@@ -355,6 +355,15 @@ def _probe(uri: str) -> int:
         connection.close()
 
 
+def _stored_config(client: Any, run_id: str) -> dict[str, Any]:
+    """The run's config.yaml artifact."""
+    import yaml
+
+    with tempfile.TemporaryDirectory() as folder:
+        return yaml.safe_load(Path(client.download_artifacts(run_id, "config.yaml", folder))
+                              .read_text())
+
+
 def _mlflow_state(uri: str, user: str, password: str) -> dict[str, Any]:
     """What reached the server: both runs finished, with params, metrics and the report."""
     from mlflow import MlflowClient
@@ -373,7 +382,9 @@ def _mlflow_state(uri: str, user: str, password: str) -> dict[str, Any]:
                 "params": len(run.data.params), "metrics": len(run.data.metrics),
                 "report_json": "report/report.json" in artifacts,
                 "clip_score_model_param": run.data.params.get("metric_options.clip_score.model"),
-                "max_new_tokens_param": run.data.params.get("model.generation.max_new_tokens"),
+                # generation settings are not params of a retrieval run: the whole config is
+                "max_new_tokens": _stored_config(client, run.info.run_id)["model"]["generation"]
+                ["max_new_tokens"],
                 "tracking_uri_param": run.data.params.get("tracking.tracking_uri"),
             })
         return {"runs": state}

@@ -28,7 +28,7 @@ def test_no_planted_secret_reaches_any_store(prefect_harness, tiny_clip_dir, tmp
         assert run["status"] == "FINISHED" and run["report_json"]
         assert run["params"] > 30 and run["metrics"] > 10
         assert run["clip_score_model_param"] == "${env:BIFOCAL_SECRET_CLIP_SCORE_MODEL}"
-        assert run["max_new_tokens_param"] == "32"  # not over-masked
+        assert run["max_new_tokens"] == 32  # not over-masked (in the run's config.yaml)
     assert runs[0]["tracking_uri_param"].startswith("http://127.0.0.1:")
     # the searched stores are the ones the runs wrote to (the second run's name is in each)
     controls = outcome["controls"]
