@@ -12,11 +12,26 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.review.agreement import review_results, summary_lines
+from tasks.review.agreement import review_results, scatter_panels, summary_lines
 from tasks.review.ingest import check_ratings, read_ratings
-from tasks.review.store import load_review_run, record_review
+from tasks.review.store import ReviewRun, load_review_run, record_review
 from tasks.secrets import redact_url
 from tasks.tracking import mlflow_log as ml
+
+
+def log_scatter(uri: str, run: ReviewRun, ratings: pd.DataFrame, document: dict[str, Any],
+                child: str) -> None:
+    """The human-vs-metric scatter of the first rating field, on the review run and on the
+    evaluation run (``plots/review_human_vs_metric.png``)."""
+    from tasks.report.plots import human_vs_metric_figure
+
+    field = next((f.name for f in run.schema if f.type == "rating"), None)
+    panels = scatter_panels(run, ratings, document, field) if field else []
+    if not panels:
+        return
+    figure = human_vs_metric_figure(panels)
+    for run_id in (child, run.run_id):
+        ml.log_figure(uri, run_id, figure, "plots/review_human_vs_metric.png")
 
 
 @flow(name="review-ingest", log_prints=True)
@@ -36,6 +51,7 @@ def review_ingest(run_id: str, files: list[str], tracking_uri: str | None = None
     metrics, document = review_results(run, ratings)
     folder = Path(work_dir).expanduser().resolve() / "runs" / run_id
     child = record_review(uri, run, ratings, metrics, document, folder)
+    log_scatter(uri, run, ratings, document, child)
     text = summary_lines(document)
     create_markdown_artifact("\n".join(["# Review of " + run.run_name, "", *text, "",
                                         f"MLflow run `{child}`: {ml.run_link(uri, child)}"]),

@@ -200,3 +200,18 @@ def _threshold_line(ax: Axes, threshold: float) -> None:
     if np.isfinite(threshold):
         ax.axvline(threshold, color="#333", linestyle="--", linewidth=1,
                    label=f"threshold {threshold:.3g}")
+
+
+@styled
+def human_vs_metric_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray, str]]
+                           ) -> Figure:
+    """Per reviewed item, an automatic metric (x) against the mean human rating (y); one panel
+    per (metric, values, ratings, caption), e.g. the caption "Spearman rho -0.81"."""
+    figure, axes = new_figure(len(panels))
+    for ax, (name, values, ratings, caption) in zip(axes, panels, strict=True):
+        ax.scatter(values, ratings, s=14, alpha=0.7, color="#1f77b4")
+        ax.set_xlabel(name)
+        ax.set_ylabel("mean human rating")
+        ax.set_title(caption)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    return figure

@@ -231,3 +231,19 @@ def _ci(values: dict[str, Any], key: str) -> str:
     low, high = values.get(f"{key}_ci_low"), values.get(f"{key}_ci_high")
     return "" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
 
+
+
+def scatter_panels(run: ReviewRun, ratings: pd.DataFrame, document: dict[str, Any],
+                   field: str, count: int = 3) -> list[tuple[str, np.ndarray, np.ndarray, str]]:
+    """The ``count`` metrics whose Spearman rho with the rating field ``field`` is strongest:
+    (metric, per-item metric values, per-item mean ratings, caption) for a scatter plot."""
+    prefix, suffix = "spearman.", f".{field}"
+    ranked = sorted(((key[len(prefix):-len(suffix)], stat["value"]) for key, stat in
+                     document["metric_agreement"].items() if key.startswith(prefix)
+                     and key.endswith(suffix) and stat["value"] is not None),
+                    key=lambda pair: -abs(pair[1]))[:count]
+    items = item_values(ratings, run.schema)
+    sample = run.sample.assign(review_id=run.sample[run.manifest["row_key"]].astype(str))
+    metric = sample.drop_duplicates("review_id").set_index("review_id").reindex(items.index)
+    return [(name, metric[name].to_numpy(dtype=float), items[field].to_numpy(dtype=float),
+             f"Spearman rho {rho:.2f}") for name, rho in ranked]

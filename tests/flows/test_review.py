@@ -98,6 +98,9 @@ def test_ingest_records_human_metrics_and_agreement_matching_the_references(eval
     assert any(k.startswith("human_relevance_mean.strategy.margin") for k in metrics)
     assert any(k.startswith("human_relevance_mean.slice.size.") for k in metrics)
 
+    for plotted in (child[0].info.run_id, run_id):  # the human-vs-metric scatter
+        assert "plots/review_human_vs_metric.png" in {
+            a.path for a in client.list_artifacts(plotted, "plots")}
     stored = client.download_artifacts(run_id, "review/ratings.parquet", str(tmp / "dl"))
     assert len(pd.read_parquet(stored)) == 26
 

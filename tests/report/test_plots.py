@@ -154,6 +154,10 @@ def figures() -> dict[str, Figure]:
         "threshold": plots.threshold_figure(
             threshold_sweep(scores, labels, sweep_points(scores, 0.1)), 0.1),
         "calibration": plots.calibration_figure(calibration_bins(scores, labels), False),
+        "human": plots.human_vs_metric_figure([
+            ("cider", rng.random(12), rng.integers(1, 6, 12).astype(float), "rho 0.10"),
+            ("i2t_rank", rng.integers(1, 50, 12).astype(float),
+             rng.integers(1, 6, 12).astype(float), "rho -0.70")]),
     }
 
 
