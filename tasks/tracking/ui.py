@@ -1,11 +1,11 @@
 """What MLflow's UI shows of Bifocal's experiments (MLflow 3.17's web UI).
 
 **Experiment kind.** Experiments Bifocal creates carry the tag ``mlflow.experimentKind`` =
-``custom_model_development`` ("Machine learning" in the UI), the tag MLflow's UI writes when
-someone picks the experiment's type. MLflow 3.17's UI takes the page it opens an experiment on
-from its sidebar switch ("GenAI apps & agents" / "Machine learning", kept in the browser's
-local storage, GenAI by default) or from ``?workflowType=machine_learning`` in the address:
-``runs_url`` gives addresses with it.
+``custom_model_development`` ("Machine learning"), the tag MLflow's UI writes when someone
+picks an experiment's type. MLflow 3.17's UI no longer reads it to choose the page an
+experiment opens on: that follows the sidebar switch "GenAI | Model training" (kept in the
+browser's local storage; GenAI, hence the traces overview, by default) unless the address says
+``?workflowType=machine_learning``, as ``runs_url``'s addresses do.
 
 **A runs view per task.** MLflow has no setting for the runs table's default columns (it shows
 none of the metrics until they are picked under "Columns"); it does keep saved views as
