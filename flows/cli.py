@@ -324,9 +324,9 @@ def add_runs_commands(commands: Any) -> None:
         description="A RUNNING run is dead when its process (tags bifocal.pid/bifocal.host) is "
         "gone from this machine, or, for another machine's run, when its bifocal.heartbeat is "
         "older than --older-than (default 900 s). Dead runs end KILLED with the tag "
-        "bifocal.error, their Prefect flow runs (tag prefect.flow_run_id) are set Crashed on "
-        "the Prefect API ($PREFECT_API_URL, else a temporary server on this machine's Prefect "
-        "database).")
+        "bifocal.error, their Prefect flow runs are set Crashed on the Prefect API "
+        "($PREFECT_API_URL) when the run recorded one (tag prefect.flow_run_id: runs started "
+        "against a Prefect server that outlives the command).")
     cleanup.add_argument("--experiment", action="append", default=[], metavar="NAME",
                          help="only this experiment (repeatable; default all)")
     cleanup.add_argument("--tracking-uri", default=None, metavar="URI",

@@ -4,7 +4,7 @@ the typed UI form included) on a single machine, without a work pool or worker.
 
 prefect.yaml stays the one source of truth: each entry maps to ``flow.to_deployment(name=...,
 parameters=..., schedules=..., concurrency_limit=...)``. Served deployments run their flows in
-the serving process's working directory (prefect.yaml's pull step sets ``$BIFOCAL_REPO``), so
+the serving process's working directory (prefect.yaml's pull step enters the deploy folder), so
 ``work_pool`` and the pull/build/push steps do not apply to them.
 """
 
