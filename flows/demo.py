@@ -18,6 +18,7 @@ from flows.evaluate import evaluate
 from tasks.config import EvalConfig
 from tasks.config_io import build_config
 from tasks.steps import build_demo_assets
+from tasks.tracking.run import cpu_model
 
 # The demo's embedded defaults; `bifocal demo --set key=value` overrides any of them.
 DEMO_DEFAULTS: dict[str, Any] = {
@@ -212,5 +213,6 @@ def run_demo(overrides: list[str] | None = None, root: str | None = None) -> dic
         print("\nRegression gate (no significant drop of i2t or t2i R@1), both ways\n")
         print("\n".join(gate_lines(results["gates"])))
     tracking = results["retrieval"][0]["tracking_uri"] if results["retrieval"] else ""
+    print(f"\nMachine: {cpu_model()} (numbers may move on another CPU: see the README)")
     print(f"\nOpen the MLflow UI: .venv/bin/mlflow ui --backend-store-uri {tracking}")
     return results

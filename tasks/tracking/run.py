@@ -57,9 +57,26 @@ def start_tags(config: EvalConfig, code_version: str, flow_run: dict[str, str] |
         tags["mlflow.source.git.commit"] = commit
         tags["bifocal.git_dirty"] = str(git_dirty()).lower()
     tags |= {f"bifocal.version.{k}": v for k, v in package_versions().items()}
+    tags["bifocal.cpu"] = cpu_model()
     if config.tracking.parent_run_id:  # a suite's child run, nested under the suite's run
         tags["mlflow.parentRunId"] = config.tracking.parent_run_id
     return tags | {f"prefect.flow_run_{k}": v for k, v in (flow_run or {}).items()}
+
+
+def cpu_model() -> str:
+    """The processor's model name and logical cores (floating-point sums, and so trained
+    weights and some metrics, may differ across instruction sets)."""
+    import os
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            name = next((line.split(":", 1)[1].strip() for line in handle
+                         if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name} ({os.cpu_count()} cores)"
 
 
 def result_tags(dataset: str, model: str, inference: str, cache: str) -> dict[str, str]:
