@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -132,9 +134,29 @@ class CaptionerAdapter(Adapter):
         if self.model.dtype != torch.float32:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         kwargs = generation_kwargs(self.config.generation, self.tokenizer)
-        with torch.inference_mode(), autocast_context(self.device, self.config.amp):
+        with torch.inference_mode(), autocast_context(self.device, self.config.amp), \
+                quiet_padding_warning():
             ids = self.model.generate(**inputs, **kwargs)
         return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
+class _PaddingWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "recommend passing in an `attention_mask`" not in record.getMessage()
+
+
+@contextmanager
+def quiet_padding_warning() -> Iterator[None]:
+    """transformers warns about a missing attention mask when a decoder step sees the pad
+    token; here that only happens to sequences already finished (padded after their EOS,
+    prompts are grouped by length and never padded), which the output drops: not a problem."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    quiet = _PaddingWarning()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def strip_prompt(text: str, prompt: str | None) -> str:

@@ -204,11 +204,13 @@ def log_dataset(uri: str, run_id: str, items: pd.DataFrame, *, name: str, source
     for column in frame.columns:  # list cells do not fit MLflow's schema inference
         if frame[column].map(lambda v: isinstance(v, list | tuple)).any():
             frame[column] = frame[column].map(lambda v: " | ".join(map(str, v)))
-    with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways"
+    # UserWarnings that do not apply: a local path "can be interpreted in multiple ways", and
+    # the schema hint about integer columns with missing values is for model serving
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest[:32])
-    entity = DatasetInput(dataset._to_mlflow_entity(),
-                          tags=[InputTag("mlflow.data.context", context)])
+        entity = DatasetInput(dataset._to_mlflow_entity(),
+                              tags=[InputTag("mlflow.data.context", context)])
     _deliver(uri, run_id, lambda: client(uri).log_inputs(run_id, datasets=[entity]),
              lambda box: box.inputs([entity]))
 
