@@ -56,3 +56,14 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory):
 
     with label_studio_server(tmp_path_factory.mktemp("label-studio")) as server:
         yield server
+
+
+@pytest.fixture
+def clean_env():
+    """The config validators move secrets into the process environment: undo that."""
+    import os
+
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

@@ -5,7 +5,6 @@ contains a secret word (``max_new_tokens``, ``tokenizer``, ``secretary``) is sho
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -52,14 +51,6 @@ def test_redact_masks_secret_subtrees_and_keeps_public_ones():
     assert shown == {"generation": {"max_new_tokens": 30}, "tokenizer": "tok/",
                      "storage": {"credentials": MASK}, "secretary": "Ann", "api_token": MASK}
 
-
-@pytest.fixture
-def clean_env():
-    """The config validators move secrets into the process environment: undo that."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
 
 
 def planted_config(tmp_path: Path):

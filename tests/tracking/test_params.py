@@ -4,7 +4,6 @@ the run's config.yaml; Bifocal's experiments open on their runs in MLflow's UI."
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -83,13 +82,6 @@ def test_every_rule_names_a_section_of_the_config(tmp_path):
     for section in APPLIES:
         assert any(k == section or k.startswith(f"{section}.") for k in flat), section
 
-
-@pytest.fixture
-def clean_env():
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
 
 
 def test_tracked_run_logs_applying_params_and_the_whole_config(tmp_path, clean_env):
