@@ -87,6 +87,7 @@ def flush_run(box: RunSpool, tracking_uri: str | None = None) -> FlushResult:
     uri = tracking_uri or meta["tracking_uri"]
     shown = _unreachable_text(uri)
     mlflow_client = ml.client(uri)
+    forget_artifact_repo(box.run_id)
     sent = 0
     try:
         mlflow_client.get_run(box.run_id)  # the run must exist where its results go
@@ -116,6 +117,15 @@ def flush_run(box: RunSpool, tracking_uri: str | None = None) -> FlushResult:
                        f"operation(s) sent to {shown}; run status {status}")
 
 
+
+
+def forget_artifact_repo(run_id: str) -> None:
+    """MLflow caches a run's artifact repository by run id alone, with the server address it
+    was first used with: a run started against a server that has since moved (a new port
+    after an outage) would upload to the old address from this process."""
+    from mlflow.tracking._tracking_service import utils
+
+    utils._artifact_repos_cache.pop(run_id, None)
 
 
 def flush(work_dir: str | Path | None = None, tracking_uri: str | None = None,
