@@ -134,13 +134,28 @@ def test_zero_shot_templates_need_a_placeholder():
 
 
 def test_form_choices_equal_the_registries():
-    """config.py lists the registries' names without importing them: keep the lists equal."""
+    """config.py lists the registries' names without importing them: keep the lists equal
+    (read in a fresh interpreter: other tests register throwaway adapters in this one)."""
     from tasks.config import DATA_SOURCES, MODEL_KINDS
-    from tasks.data.base import SOURCES
-    from tasks.models.base import ADAPTERS
 
-    assert list(MODEL_KINDS) == ADAPTERS.names(), "add the adapter to tasks.config.MODEL_KINDS"
-    assert list(DATA_SOURCES) == SOURCES.names(), "add the source to tasks.config.DATA_SOURCES"
+    adapters, sources = registry_names()
+    assert list(MODEL_KINDS) == adapters, "add the adapter to tasks.config.MODEL_KINDS"
+    assert list(DATA_SOURCES) == sources, "add the source to tasks.config.DATA_SOURCES"
+
+
+def registry_names() -> tuple[list[str], list[str]]:
+    """The adapters' and data sources' registered names, as a fresh process finds them."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json; from tasks.models.base import ADAPTERS; "
+            "from tasks.data.base import SOURCES; "
+            "print(json.dumps([ADAPTERS.names(), SOURCES.names()]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).resolve().parents[1])
+    adapters, sources = json.loads(done.stdout.strip().splitlines()[-1])
+    return adapters, sources
 
 
 def test_schema_offers_choices_a_device_pattern_and_shows_list_defaults():

@@ -14,9 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tasks.config import EvalConfig, ReportFormat, TaskKind
-from tasks.data.base import SOURCES
-from tasks.models.base import ADAPTERS
+from tasks.config import DATA_SOURCES, MODEL_KINDS, EvalConfig, ReportFormat, TaskKind
 from tasks.plan import check_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,9 +192,9 @@ def test_ad_hoc_form_is_the_whole_eval_config():
     config = EvalConfig.model_validate(entry["parameters"]["config"])
     assert config.model.path == ".bifocal/demo/models/clip-tiny-long"
     assert all(sections[name].get("description") for name in sections)
-    assert model["kind"]["enum"] == ADAPTERS.names() and model["kind"]["default"] == "dual_encoder"
+    assert model["kind"]["enum"] == list(MODEL_KINDS) and model["kind"]["default"] == "dual_encoder"
     dataset = definitions["DatasetConfig"]["properties"]
-    assert dataset["source"]["enum"] == SOURCES.names()
+    assert dataset["source"]["enum"] == list(DATA_SOURCES)  # = the registries: test_config
     assert dataset["columns"]["$ref"] == "#/definitions/ColumnMapping"
     assert model["device"]["pattern"] and "cuda:0" in model["device"]["examples"]
     report = definitions["ReportConfig"]["properties"]
