@@ -315,6 +315,12 @@ def cmd_runs_flush(args: argparse.Namespace) -> int:
     return 0 if all(r.status == "flushed" for r in results) else 1
 
 
+def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", default=None, metavar="URI",
+                        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else "
+                        "sqlite:///mlflow.db)")
+
+
 def add_runs_commands(commands: Any) -> None:
     """``bifocal runs ...``: housekeeping of MLflow runs and their leftovers."""
     runs = commands.add_parser("runs", help="housekeeping of evaluation runs")
@@ -329,9 +335,7 @@ def add_runs_commands(commands: Any) -> None:
         "against a Prefect server that outlives the command).")
     cleanup.add_argument("--experiment", action="append", default=[], metavar="NAME",
                          help="only this experiment (repeatable; default all)")
-    cleanup.add_argument("--tracking-uri", default=None, metavar="URI",
-                         help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else "
-                         "sqlite:///mlflow.db)")
+    add_tracking_uri(cleanup)
     cleanup.add_argument("--older-than", type=float, default=None, metavar="SECONDS",
                          help="heartbeat age limit for runs of other machines (default 900); "
                          "given, it also ends runs without owner tags started longer ago, and "
@@ -410,9 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="fail (exit 3) when METRIC drops by more than MAX_DROP and the "
                          "drop is significant (Holm over the gate rules, alpha default 0.05)")
     compare.add_argument("--json", action="store_true", help="print everything as JSON")
-    compare.add_argument("--tracking-uri", default=None, metavar="URI",
-                         help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else "
-                         "sqlite:///mlflow.db)")
+    add_tracking_uri(compare)
     compare.set_defaults(handler=cmd_compare)
 
     review = commands.add_parser("review", help="human review of an evaluation's queue")
@@ -426,9 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("files", nargs="+", metavar="FILE", help="review files")
     ingest.add_argument("--reviewer", default=None, help="rater of rows that name none "
                         "(default: the file's name)")
-    ingest.add_argument("--tracking-uri", default=None, metavar="URI",
-                        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else "
-                        "sqlite:///mlflow.db)")
+    add_tracking_uri(ingest)
     ingest.add_argument("--json", action="store_true", help="print the result as JSON")
     ingest.set_defaults(handler=cmd_review_ingest)
 

@@ -27,7 +27,7 @@ import pandas as pd
 
 from tasks.config import RatingField
 from tasks.review.errors import ReviewFileError
-from tasks.review.queue import TEXT_ROLES
+from tasks.review.queue import TEXT_ROLES, as_strings, text_or_none
 
 IMAGE = "image"
 # object tags of the config (and the data keys they show); control names must differ from them
@@ -138,10 +138,10 @@ def _task(row: dict[str, Any], image_url: Callable[[str], str],
           headline: str | None) -> dict[str, Any]:
     scores = _finite(row.get("scores"))
     data = {IMAGE: image_url(str(row["image_path"])),
-            **{key: _text(row.get(key)) for key in ("question", "prediction", "review_id",
+            **{key: _text_cell(row.get(key)) for key in ("question", "prediction", "review_id",
                                                      "run_id", "review_strategy", "status",
                                                      "reason")},
-            "references": "\n".join(_strings(row.get("references"))),
+            "references": "\n".join(as_strings(row.get("references"))),
             **{SCORE_PREFIX + name: value for name, value in scores.items()}}
     task: dict[str, Any] = {"data": data}
     if scores:
@@ -155,25 +155,6 @@ def _finite(scores: Any) -> dict[str, float]:
     if not isinstance(scores, Mapping):
         return {}
     return {str(k): float(v) for k, v in scores.items() if math.isfinite(float(v))}
-
-
-def _text(value: Any) -> str:
-    """A text of the task: ``""`` for None / NaN."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return str(value)
-
-
-def _strings(value: Any) -> list[str]:
-    """The references as strings: a list (or array) as is, one string alone, None/NaN none."""
-    if isinstance(value, str):
-        return [value]
-    if value is None or isinstance(value, float):
-        return []
-    return [str(v) for v in value]
-
-
-# --- where Label Studio finds the images -----------------------------------------------------
 
 
 def local_files_url(document_root: Path) -> Callable[[str], str]:
@@ -331,6 +312,11 @@ def _result_type(field: RatingField) -> str:
     if field.type == "text":
         return "textarea"
     return "rating" if field.type == "rating" and field.min == 1 else "choices"
+
+
+def _text_cell(value: Any) -> str:
+    """A text of the task: ``""`` for None / NaN."""
+    return text_or_none(value) or ""
 
 
 def _text_answer(field: RatingField, answer: Any) -> str:

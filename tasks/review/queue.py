@@ -51,7 +51,7 @@ def build_queue(sample: pd.DataFrame, row_key: str, run_id: str,
     for role in TEXT_ROLES:
         column = texts.get(role)
         values = sample[column] if column in sample.columns else pd.Series(None, sample.index)
-        convert = _strings if role == "references" else _text
+        convert = as_strings if role == "references" else text_or_none
         queue[role] = [convert(v) for v in values]
     queue["scores"] = [_scores(row) for _, row in sample.iterrows()]
     queue[REVIEWER_COLUMN] = ""
@@ -60,16 +60,18 @@ def build_queue(sample: pd.DataFrame, row_key: str, run_id: str,
     return queue
 
 
-def _text(value: Any) -> str | None:
+def text_or_none(value: Any) -> str | None:
+    """A text cell as a string; None for None / NaN."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     return str(value)
 
 
-def _strings(value: Any) -> list[str]:
+def as_strings(value: Any) -> list[str]:
+    """A list cell (list, tuple, array) as strings; one text alone; None / NaN as none."""
     if isinstance(value, list | tuple | np.ndarray):
         return [str(v) for v in value]
-    text = _text(value)
+    text = text_or_none(value)
     return [] if text is None else [text]
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from tasks.config import RatingField
-from tasks.review.queue import _strings, _text
+from tasks.review.queue import as_strings, text_or_none
 
 THUMBNAIL_PX = 384
 DATA_ID = "sheet-data"
@@ -305,7 +305,7 @@ def _figure(path: Any, review_id: str) -> str:
     """The thumbnail, or a placeholder that says why there is none."""
     from tasks.io import DECODE_ERRORS, error_text
 
-    if _text(path) is None:
+    if text_or_none(path) is None:
         return _placeholder("no image path")
     try:
         src = image_data_uri(str(path))
@@ -320,9 +320,9 @@ def _placeholder(reason: str) -> str:
 
 
 def _meta(row: Mapping[str, Any]) -> str:
-    strategy = _text(row.get("review_strategy")) or "unknown"
-    status = _text(row.get("status")) or ""
-    reason = _text(row.get("reason"))
+    strategy = text_or_none(row.get("review_strategy")) or "unknown"
+    status = text_or_none(row.get("status")) or ""
+    reason = text_or_none(row.get("reason"))
     why = f": {escape(reason)}" if reason else ""
     return (f'<p class="meta">Chosen by <b>{escape(strategy)}</b>'
             f"{' · status ' + escape(status) + why if status else ''}</p>")
@@ -331,10 +331,10 @@ def _meta(row: Mapping[str, Any]) -> str:
 def _texts(row: Mapping[str, Any]) -> str:
     parts = []
     for label, key in (("Question", "question"), ("Model prediction", "prediction")):
-        text = _text(row.get(key))
+        text = text_or_none(row.get(key))
         if text is not None:
             parts.append(f"<dt>{label}</dt><dd>{escape(text)}</dd>")
-    references = _strings(row.get("references"))
+    references = as_strings(row.get("references"))
     if references:
         listed = "".join(f"<li>{escape(text)}</li>" for text in references)
         parts.append(f"<dt>References</dt><dd><ol>{listed}</ol></dd>")
