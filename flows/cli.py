@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Iterator
@@ -535,9 +536,13 @@ def one_line(error: BaseException) -> str:
     return "; ".join(lines)
 
 
+TEMPORARY_SERVER_TIMEOUT = "Timed out while attempting to connect to ephemeral Prefect"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0; 2 with one line ``bifocal: error: ...`` on stderr for an invalid config,
-    dataset, checkpoint or input file (``--debug`` adds the traceback); 3 when a gate fails."""
+    dataset, checkpoint or input file (``--debug`` adds the traceback); 3 when a gate fails;
+    1 when the temporary Prefect server does not start in time."""
     apply_defaults()
     args = build_parser().parse_args(argv)
     from tasks.gate import GateFailed
@@ -553,6 +558,14 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"bifocal: error: {error if args.debug else one_line(error)}", file=sys.stderr)
         return 2
+    except RuntimeError as error:
+        if args.debug or not str(error).startswith(TEMPORARY_SERVER_TIMEOUT):
+            raise
+        print("bifocal: error: the temporary Prefect server did not start within "
+              f"{os.environ['PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS']} s; raise "
+              "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS or point PREFECT_API_URL at a "
+              "running server", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -51,3 +51,24 @@ def test_run_with_invalid_config_names_the_field(tmp_path: Path):
     assert result.returncode == 2
     assert "model.batch_size: Input should be greater than or equal to 1" in result.stderr
     assert "review.size" in result.stderr
+
+
+def test_temporary_prefect_server_that_does_not_start_is_one_line(tmp_path: Path, tiny_clip_dir):
+    """Prefect's own timeout (0 s here: it gives up before the first health check) ends in one
+    line and exit 1, not a traceback through Prefect's flow engine."""
+    import os
+
+    from tests.helpers import write_dataset
+
+    manifest = write_dataset(tmp_path / "data", n=4)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"task: retrieval\nmodel: {{kind: dual_encoder, path: {tiny_clip_dir}}}\n"
+                      f"dataset: {{path: {manifest}}}\n")
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env |= {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "0",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(config)],
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "bifocal: error: the temporary Prefect server did not start within 0 s" in result.stderr

@@ -32,9 +32,12 @@ def make_runs(uri: str) -> str:
     return experiment_id
 
 
-def open_page(page, url: str, shown: str, screenshot: Path) -> str:
+def open_page(page, url: str, shown: tuple[str, ...], screenshot: Path) -> str:
+    """The page's text once every one of ``shown`` is on it (the table fills in after the
+    header and the column picker, so waiting for one text alone can read a half-built page)."""
     page.goto(url)
-    page.get_by_text(shown).first.wait_for(timeout=60_000)
+    for text in shown:
+        page.get_by_text(text).first.wait_for(timeout=60_000)
     page.screenshot(path=str(screenshot))
     return page.inner_text("body")
 
@@ -44,12 +47,14 @@ def test_runs_table_and_task_view_in_mlflows_ui(tmp_path):
                        tmp_path) as uri:
         experiment_id = make_runs(uri)
         with chromium_page(tmp_path / "downloads", viewport=WIDE) as page:
-            runs = open_page(page, ui.runs_url(uri, experiment_id), "zero_shot_classification-run",
+            runs = open_page(page, ui.runs_url(uri, experiment_id),
+                             ("retrieval-run", "zero_shot_classification-run"),
                              tmp_path / "runs.png")
             assert "/runs?" in page.url and "retrieval-run" in runs
             assert "i2t_recall_at_1" not in runs  # MLflow shows no metric column by itself
             view = open_page(page, ui.runs_url(uri, experiment_id, "bifocal-retrieval"),
-                             "i2t_recall_at_1", tmp_path / "view.png")
+                             ("Bifocal: retrieval", "retrieval-run", "i2t_recall_at_1"),
+                             tmp_path / "view.png")
     assert "Bifocal: retrieval" in view and "retrieval-run" in view
     assert "zero_shot_classification-run" not in view  # like with like
     assert view.index("i2t_recall_at_1") < view.index("t2i_recall_at_1")  # headline first
