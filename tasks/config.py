@@ -272,6 +272,70 @@ class InferenceConfig(_Strict):
     num_workers: int = Field(2, ge=0, le=64, description="Threads decoding images ahead.")
 
 
+# The robustness registries' names, as the form's choices (tests keep them equal to
+# tasks.robustness.corruptions.CORRUPTIONS and tasks.robustness.perturbations.PERTURBATIONS).
+CORRUPTIONS = ("gaussian_noise", "shot_noise", "gaussian_blur", "motion_blur", "jpeg",
+               "pixelate", "brightness", "contrast", "saturate", "fog", "occlusion")
+TEXT_PERTURBATIONS = ("char_swap", "char_drop", "char_insert", "keyboard", "lowercase",
+                      "uppercase", "no_punctuation", "word_dropout", "word_shuffle")
+
+
+class TextPerturbation(_Strict):
+    name: str = Field(..., description="Perturbation of the text side (captions, class "
+                      "templates, questions).",
+                      json_schema_extra={"enum": list(TEXT_PERTURBATIONS)})
+    rate: float = Field(0.1, ge=0, le=1, description="Share of characters / words perturbed "
+                        "(0: the text unchanged; ignored by lowercase, uppercase and "
+                        "no_punctuation).")
+    window: int = Field(3, ge=2, le=64, description="word_shuffle: words move only within "
+                        "windows of this many words.")
+
+
+class AdversarialConfig(_Strict):
+    attacks: list[Literal["fgsm", "pgd"]] = Field(
+        default_factory=lambda: ["fgsm", "pgd"], description="Gradient attacks on the image "
+        "(L-infinity; dual encoders and torch_module classifiers).")
+    epsilons: list[float] = Field(
+        default_factory=lambda: [1 / 255, 4 / 255], min_length=1, description="Attack budgets "
+        "in pixel units of the [0, 1] image (4/255 = 0.0157).")
+    steps: int = Field(10, ge=1, le=1000, description="PGD iterations.")
+    step_size: float | None = Field(
+        None, gt=0, description="PGD step in [0, 1] pixel units (default 2.5 * epsilon / steps).")
+    random_start: bool = Field(True, description="PGD starts from a random point of the "
+                               "epsilon ball.")
+    limit: int | None = Field(None, ge=1, description="Attack only the first N items (attacks "
+                              "cost steps + 1 forward and backward passes per item).")
+
+    @field_validator("epsilons")
+    @classmethod
+    def _in_pixel_range(cls, value: list[float]) -> list[float]:
+        if any(not 0 < eps <= 1 for eps in value):
+            raise ValueError("each epsilon is in (0, 1] (pixel units of the [0, 1] image)")
+        return value
+
+
+class RobustnessConfig(_Strict):
+    corruptions: list[str] = Field(
+        default_factory=list, description="Image corruptions (ImageNet-C style); each is "
+        "evaluated at every severity. Empty: none.",
+        json_schema_extra={"items": {"enum": list(CORRUPTIONS), "type": "string"}})
+    severities: list[int] = Field(
+        default_factory=lambda: [1, 3, 5], description="Corruption severities (1-5).")
+    text: list[TextPerturbation] = Field(
+        default_factory=list, description="Text perturbations; each is evaluated once.")
+    adversarial: AdversarialConfig | None = Field(
+        None, description="FGSM / PGD attacks on the image input (null: none).")
+    seed: int = Field(0, description="Seed of every corruption and perturbation (same seed: "
+                      "same variants).")
+
+    @field_validator("severities")
+    @classmethod
+    def _severity_range(cls, value: list[int]) -> list[int]:
+        if any(not 1 <= s <= 5 for s in value):
+            raise ValueError("severities are between 1 and 5")
+        return sorted(set(value))
+
+
 class StatisticsConfig(_Strict):
     bootstrap: int = Field(
         1000, ge=0, le=100_000, description="Bootstrap resamples for the confidence interval "
@@ -549,6 +613,9 @@ class EvalConfig(_Strict):
         default_factory=StatisticsConfig, description="Bootstrap confidence intervals.")
     slices: SlicesConfig = Field(
         default_factory=SlicesConfig, description="Per-slice metrics (the fairness view).")
+    robustness: RobustnessConfig = Field(
+        default_factory=RobustnessConfig, description="Image corruptions, text perturbations "
+        "and adversarial attacks: every metric again on each variant.")
     gate: GateConfig | None = Field(
         None, description="Regression gate after the evaluation: compare with a baseline run; "
         "the flow fails when a rule fails (the MLflow run stays FINISHED, tag bifocal.gate).")

@@ -127,6 +127,10 @@ APPLIES: dict[str, AppliesWhen] = {
     "promote": AppliesWhen("promote"),
     "slices": AppliesWhen("slices.columns"),
     "tracking.parent_run_id": AppliesWhen("tracking.parent_run_id"),
+    "robustness.corruptions": AppliesWhen("robustness.corruptions"),
+    "robustness.severities": AppliesWhen("robustness.corruptions"),
+    "robustness.text": AppliesWhen("robustness.text"),
+    "robustness.adversarial": AppliesWhen("robustness.adversarial"),
 }
 
 

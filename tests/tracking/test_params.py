@@ -74,9 +74,23 @@ def test_optional_sections_are_logged_when_set(tmp_path):
     assert params["promote.alias"] == "champion" and params["slices.columns"] == "[size]"
 
 
+def test_robustness_params_only_for_the_variants_asked_for(tmp_path):
+    assert not [k for k in run_params(config_for(tmp_path))
+                if k.startswith(("robustness.corruptions", "robustness.severities",
+                                 "robustness.text", "robustness.adversarial"))]
+    params = run_params(config_for(tmp_path, robustness={"corruptions": ["fog"],
+                                                         "adversarial": {"epsilons": [0.5]}}))
+    assert params["robustness.corruptions"] == "[fog]"
+    assert params["robustness.severities"] == "[1, 3, 5]"
+    assert params["robustness.adversarial.epsilons"] == "[0.5]"
+    assert "robustness.text" not in params
+
+
 def test_every_rule_names_a_section_of_the_config(tmp_path):
     flat = flatten(config_for(tmp_path, gate={"baseline": "r"}, promote={"model_name": "m"},
                               tracking={"parent_run_id": "p"},
+                              robustness={"corruptions": ["jpeg"], "adversarial": {},
+                                          "text": [{"name": "lowercase"}]},
                               model={"kind": "torch_module", "path": "w.pt",
                                      "torch_module": {"module": "a:B"}}))
     for section in APPLIES:
