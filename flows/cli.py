@@ -49,12 +49,34 @@ def _print_summary(result: dict) -> None:
         print(f"  {result['spooled']}")
 
 
+def run_with_gap(config: Any, split: str, as_json: bool) -> int:
+    """``bifocal run --compare-split SPLIT``: both evaluations, then the gap table."""
+    from flows.gap import generalisation_gap, other_split_config
+
+    other_split_config(config, split)  # a config error before any server starts
+    result = generalisation_gap(config, split)
+    if as_json:
+        print(json.dumps({k: v for k, v in result.items() if k != "text"}, indent=2,
+                         default=str))
+        return 0
+    for side in ("evaluated", "other"):
+        _print_summary(result[side])
+    run_id = result["evaluated"]["mlflow_run_id"]
+    print(f"generalisation gap ({split} - {config.dataset.split}), unpaired bootstrap "
+          f"{config.statistics.level:.0%} intervals; logged on run {run_id}:")
+    for line in result["text"].splitlines():
+        print(f"  {line}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from tasks.plan import check_config, check_inputs
 
     config = _load_config(args.config, args.set)
     check_config(config)
     check_inputs(config)  # the dataset file and the checkpoint, before a Prefect server starts
+    if args.compare_split:
+        return run_with_gap(config, args.compare_split, args.json)
     from flows.evaluate import evaluate
     from tasks.gate import GateFailed
 
@@ -372,6 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config field, e.g. --set model.batch_size=32")
     run.add_argument("--json", action="store_true", help="print the result as JSON")
+    run.add_argument("--compare-split", default=None, metavar="SPLIT",
+                     help="also evaluate on SPLIT (e.g. train) of the same dataset and report "
+                     "every metric's generalisation gap (SPLIT - dataset.split) with an unpaired "
+                     "bootstrap interval")
     run.set_defaults(handler=cmd_run)
 
     demo = commands.add_parser("demo", help="build the demo assets and evaluate both demo models")

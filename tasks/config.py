@@ -291,9 +291,16 @@ class TextPerturbation(_Strict):
                         "windows of this many words.")
 
 
+Attack = Literal["fgsm", "pgd"]
+
+
+def _both_attacks() -> list[Attack]:
+    return ["fgsm", "pgd"]
+
+
 class AdversarialConfig(_Strict):
-    attacks: list[Literal["fgsm", "pgd"]] = Field(
-        default_factory=lambda: ["fgsm", "pgd"], description="Gradient attacks on the image "
+    attacks: list[Attack] = Field(
+        default_factory=_both_attacks, description="Gradient attacks on the image "
         "(L-infinity; dual encoders and torch_module classifiers).")
     epsilons: list[float] = Field(
         default_factory=lambda: [1 / 255, 4 / 255], min_length=1, description="Attack budgets "
