@@ -5,6 +5,18 @@ any of its captions is among the k most similar texts. Text->image (t2i): a text
 when its image is among the k most similar images. Ranks are 1-based; ties are broken by index
 (the order a stable descending sort gives), so results are deterministic.
 
+Ranking metrics (``tasks.metrics.ranking`` states the definitions): NDCG@k and mAP@k for every
+configured k, and MRR over the full ranking, both ways, with binary relevance (i2t: all of an
+image's captions are relevant; t2i: only the text's own image). t2i values follow from the rank
+of the one relevant image; i2t values need the positions of all of an image's captions among the
+first ``max(ks)`` texts, which come from the same similarity blocks as the ranks: a cheap lower
+bound of each row's ``max(ks)``-th largest similarity (the ``max(ks)``-th largest of a sample of
+the columns: one run of ``RUN`` adjacent columns in every ``SUBSAMPLE``) keeps a few candidates
+per row, which are sorted exactly (descending similarity, then index). Every text more similar
+than a candidate is itself a candidate, so the positions are exact, ties included; a row whose
+bound keeps more than ``CANDIDATES_PER_DEPTH * max(ks)`` candidates uses its exact ``max(ks)``-th
+largest similarity instead.
+
 Memory stays bounded: similarities are computed for ``chunk`` rows at a time and each row's rank
 is a count of strictly better candidates, so no texts x k x images one-hot is ever built.
 """
@@ -19,12 +31,19 @@ import numpy as np
 from pydantic import PositiveInt
 
 from tasks.arrays import l2_normalize
+from tasks.metrics import ranking
 from tasks.metrics.base import MetricResult, register_metric
 from tasks.stats.estimates import Estimate, mean
 
 DEFAULT_KS = (1, 5, 10)
 # Target size of one similarity block in bytes (float32); bounds peak memory.
 BLOCK_BYTES = 64 * 1024 * 1024
+# One run of RUN adjacent texts (a 64-byte cache line of float32) in every SUBSAMPLE bounds a
+# row's max(ks)-th largest similarity from below (i2t ranking metrics); a row keeping more than
+# CANDIDATES_PER_DEPTH * max(ks) candidates uses the exact one.
+RUN = 16
+SUBSAMPLE = 16
+CANDIDATES_PER_DEPTH = 64
 
 
 @dataclass
@@ -79,8 +98,17 @@ def image_to_text_ranks(
     images: np.ndarray, texts: np.ndarray, text_to_image: np.ndarray
 ) -> np.ndarray:
     """1-based rank of each image's best-ranked caption among all texts; 0 if it has none."""
+    return image_to_text_rankings(images, texts, text_to_image, 0)[0]
+
+
+def image_to_text_rankings(
+    images: np.ndarray, texts: np.ndarray, text_to_image: np.ndarray, depth: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``image_to_text_ranks`` and, from the same similarity blocks, the relevance of each
+    image's first ``depth`` texts ((images, depth) bool: whether the text at 1-based position r
+    is one of the image's captions; ``tasks.metrics.ranking``)."""
     ranks = np.zeros(len(images), dtype=np.int64)
-    columns = np.arange(len(texts))
+    relevance = np.zeros((len(images), depth), dtype=bool)
     order = np.argsort(text_to_image, kind="stable")  # texts grouped by image, index order kept
     owners = text_to_image[order]
     step = _rows_per_block(len(texts))
@@ -90,20 +118,65 @@ def image_to_text_ranks(
         if lo == hi:
             continue
         sims = images[start:stop] @ texts.T
-        pos_text, pos_image = order[lo:hi], owners[lo:hi] - start
-        pos_sims = sims[pos_image, pos_text]
-        # best positive per image; among equal sims, the lowest text index (stable order)
-        best_sim = np.full(stop - start, -np.inf, dtype=sims.dtype)
-        np.maximum.at(best_sim, pos_image, pos_sims)
-        is_best = pos_sims == best_sim[pos_image]
-        best_text = np.full(stop - start, len(texts), dtype=np.int64)
-        np.minimum.at(best_text, pos_image[is_best], pos_text[is_best])
-        has = best_text < len(texts)
-        better = (sims > best_sim[:, None]) | (
-            (sims == best_sim[:, None]) & (columns[None, :] < best_text[:, None])
-        )
-        ranks[start:stop] = np.where(has, better.sum(axis=1) + 1, 0)
-    return ranks
+        ranks[start:stop] = _best_caption_ranks(sims, order[lo:hi], owners[lo:hi] - start)
+        if depth:
+            relevance[start:stop] = top_relevance(sims, text_to_image - start, depth)
+    return ranks, relevance
+
+
+def _best_caption_ranks(sims: np.ndarray, pos_text: np.ndarray, pos_image: np.ndarray
+                        ) -> np.ndarray:
+    """Rank of each block row's best caption (0 without captions); ``pos_text`` /
+    ``pos_image``: the block's (text, row) positive pairs."""
+    columns = np.arange(sims.shape[1])
+    pos_sims = sims[pos_image, pos_text]
+    # best positive per image; among equal sims, the lowest text index (stable order)
+    best_sim = np.full(len(sims), -np.inf, dtype=sims.dtype)
+    np.maximum.at(best_sim, pos_image, pos_sims)
+    is_best = pos_sims == best_sim[pos_image]
+    best_text = np.full(len(sims), sims.shape[1], dtype=np.int64)
+    np.minimum.at(best_text, pos_image[is_best], pos_text[is_best])
+    has = best_text < sims.shape[1]
+    better = (sims > best_sim[:, None]) | (
+        (sims == best_sim[:, None]) & (columns[None, :] < best_text[:, None])
+    )
+    return np.where(has, better.sum(axis=1) + 1, 0)
+
+
+def top_relevance(sims: np.ndarray, owner_row: np.ndarray, depth: int) -> np.ndarray:
+    """(rows, depth) bool: whether the column at each row's 1-based position r (descending
+    similarity, ties by lower column index) is relevant, i.e. ``owner_row[column] == row``."""
+    rows, cols = _candidates(sims, depth)
+    order = np.lexsort((cols, -sims[rows, cols], rows))
+    rows, cols = rows[order], cols[order]
+    position = np.arange(len(rows)) - np.searchsorted(rows, rows)  # 0-based, within the row
+    shown = position < depth
+    relevance = np.zeros((len(sims), depth), dtype=bool)
+    relevance[rows[shown], position[shown]] = owner_row[cols[shown]] == rows[shown]
+    return relevance
+
+
+def _candidates(sims: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of every entry at least a lower bound of its row's ``depth``-th largest
+    value: that of the sampled columns, or the exact one in a row where the cheap bound keeps
+    more than ``CANDIDATES_PER_DEPTH * depth`` columns. Only exact ties at the ``depth``-th
+    value can keep more (a gallery of identical texts keeps every column)."""
+    n = sims.shape[1]
+    sample = np.flatnonzero((np.arange(n) // RUN) % SUBSAMPLE == 0)
+    keep = sims >= _kth_largest(np.take(sims, sample, axis=1), depth)[:, None]
+    crowded = np.flatnonzero(np.count_nonzero(keep, axis=1) > CANDIDATES_PER_DEPTH * depth)
+    if len(crowded):
+        keep[crowded] = sims[crowded] >= _kth_largest(sims[crowded], depth)[:, None]
+    rows, cols = np.divmod(np.flatnonzero(keep), n)  # row-major: columns ascend in a row
+    return rows, cols
+
+
+def _kth_largest(values: np.ndarray, k: int) -> np.ndarray:
+    """Per row, its ``k``-th largest value (-inf when the row is shorter than k)."""
+    n = values.shape[1]
+    if n < k:
+        return np.full(len(values), -np.inf, dtype=values.dtype)
+    return np.partition(values, n - k, axis=1)[:, n - k].copy()
 
 
 def summarize_ranks(prefix: str, ranks: np.ndarray, ks: tuple[int, ...]) -> dict[str, float]:
@@ -119,15 +192,54 @@ def retrieval_scores(inputs: RetrievalInputs, ks: tuple[int, ...] = DEFAULT_KS) 
     images = l2_normalize(inputs.image_embeddings)
     texts = l2_normalize(inputs.text_embeddings)
     t2i = text_to_image_ranks(images, texts, inputs.text_to_image)
-    i2t = image_to_text_ranks(images, texts, inputs.text_to_image)
+    i2t, relevance = image_to_text_rankings(images, texts, inputs.text_to_image, max(ks))
     without_text = int((i2t == 0).sum())
     corpus = summarize_ranks("i2t", i2t[i2t > 0], ks) | summarize_ranks("t2i", t2i, ks)
     extra: dict[str, Any] = {"images": len(images), "texts": len(texts)}
     if without_text:
         extra["warnings"] = [f"{without_text} image(s) have no caption and are left out of i2t"]
     per_image = image_statistics(i2t, t2i, inputs.text_to_image, ks)
-    return MetricResult(corpus=corpus, per_sample={"i2t_rank": i2t, "t2i_rank": t2i} | per_image,
-                        extra=extra, estimates=retrieval_estimates(ks))
+    ranked = ranking_statistics(i2t, relevance, t2i, inputs.text_to_image, ks)
+    corpus |= summarize_ranking(ranked, per_image["texts"], ks)
+    return MetricResult(corpus=corpus,
+                        per_sample={"i2t_rank": i2t, "t2i_rank": t2i} | per_image | ranked,
+                        extra=extra, estimates=retrieval_estimates(ks) | ranking_estimates(ks))
+
+
+def ranking_statistics(i2t: np.ndarray, relevance: np.ndarray, t2i: np.ndarray,
+                       text_to_image: np.ndarray, ks: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Per-image columns of the ranking metrics (``tasks.metrics.ranking``): the image's own
+    i2t values ``i2t_ndcg_at_<k>``, ``i2t_ap_at_<k>``, ``i2t_rr`` (NaN without captions), and
+    the sums of its captions' t2i values ``t2i_ndcg_sum_at_<k>``, ``t2i_ap_sum_at_<k>``,
+    ``t2i_rr_sum`` (divided by ``texts`` for the t2i means with images as the unit)."""
+    n = len(i2t)
+    captions = np.bincount(text_to_image, minlength=n)
+    images = ranking.query_values(relevance, captions, i2t, ks)
+    texts = ranking.query_values(ranking.single_relevance(t2i, max(ks)), np.ones_like(t2i),
+                                 t2i, ks)
+    out = {f"i2t_{key}": value for key, value in images.items()}
+    for key, value in texts.items():
+        name = "t2i_rr_sum" if key == "rr" else "t2i_" + key.replace("_at_", "_sum_at_")
+        out[name] = np.bincount(text_to_image, weights=value, minlength=n)
+    return out
+
+
+def summarize_ranking(ranked: dict[str, np.ndarray], texts: np.ndarray, ks: tuple[int, ...]
+                      ) -> dict[str, float]:
+    """Corpus NDCG@k, mAP@k and MRR both ways: i2t over images with captions, t2i over texts."""
+    out: dict[str, float] = {}
+    with_text = texts > 0
+    if with_text.any():
+        for k in ks:
+            out[f"i2t_ndcg_at_{k}"] = float(np.mean(ranked[f"i2t_ndcg_at_{k}"][with_text]))
+            out[f"i2t_map_at_{k}"] = float(np.mean(ranked[f"i2t_ap_at_{k}"][with_text]))
+        out["i2t_mrr"] = float(np.mean(ranked["i2t_rr"][with_text]))
+        total = texts.sum()
+        for k in ks:
+            out[f"t2i_ndcg_at_{k}"] = float(ranked[f"t2i_ndcg_sum_at_{k}"].sum() / total)
+            out[f"t2i_map_at_{k}"] = float(ranked[f"t2i_ap_sum_at_{k}"].sum() / total)
+        out["t2i_mrr"] = float(ranked["t2i_rr_sum"].sum() / total)
+    return out
 
 
 def image_statistics(i2t: np.ndarray, t2i: np.ndarray, text_to_image: np.ndarray,
@@ -162,17 +274,34 @@ def retrieval_estimates(ks: tuple[int, ...]) -> dict[str, Estimate]:
     }
 
 
+def ranking_estimates(ks: tuple[int, ...]) -> dict[str, Estimate]:
+    """As ``retrieval_estimates``: i2t values are means of per-image columns, t2i values ratios
+    of per-image sums over the image's captions to its caption count."""
+    estimates: dict[str, Estimate] = {}
+    for k in ks:
+        estimates[f"i2t_ndcg_at_{k}"] = mean(f"i2t_ndcg_at_{k}")
+        estimates[f"i2t_map_at_{k}"] = mean(f"i2t_ap_at_{k}")
+        estimates[f"t2i_ndcg_at_{k}"] = Estimate("ratio", (f"t2i_ndcg_sum_at_{k}", "texts"))
+        estimates[f"t2i_map_at_{k}"] = Estimate("ratio", (f"t2i_ap_sum_at_{k}", "texts"))
+    return estimates | {"i2t_mrr": mean("i2t_rr"),
+                        "t2i_mrr": Estimate("ratio", ("t2i_rr_sum", "texts"))}
+
+
 def _outputs(ks: tuple[int, ...]) -> dict[str, bool]:
     out: dict[str, bool] = {}
     for direction in ("i2t", "t2i"):
         out |= {f"{direction}_recall_at_{k}": True for k in ks}
         out |= {f"{direction}_mean_rank": False, f"{direction}_median_rank": False}
+        out |= {f"{direction}_{name}_at_{k}": True for name in ("ndcg", "map") for k in ks}
+        out[f"{direction}_mrr"] = True
     return out
 
 
 @register_metric("retrieval", task="retrieval", outputs=_outputs(DEFAULT_KS))
 def retrieval(inputs: RetrievalInputs, ks: Sequence[PositiveInt] = DEFAULT_KS) -> MetricResult:
-    """Recall@k both ways, mean and median rank; per-sample ranks (i2t per image, t2i per text)."""
+    """Recall@k, NDCG@k, mAP@k and MRR both ways, mean and median rank; per-sample ranks.
+
+    Per sample: ranks (i2t per image, t2i per text) and per-image columns of every metric."""
     ks = tuple(sorted({int(k) for k in ks}))
     if not ks or ks[0] < 1:
         raise ValueError("ks must be positive integers")
