@@ -1,4 +1,6 @@
-"""CLIP-style dual encoders through transformers ``AutoModel`` + ``AutoProcessor``."""
+"""Dual encoders (CLIP, SigLIP, SigLIP 2, ...) through transformers ``AutoModel`` +
+``AutoProcessor``, each called with its family's conventions (``tasks.models.encoder_inputs``):
+text padding, image-processor outputs, and the pair score of the matching kind."""
 
 from __future__ import annotations
 
@@ -21,6 +23,15 @@ from tasks.models.base import (
 )
 from tasks.models.batching import Prepared, chunks, run_batches
 from tasks.models.contracts import ImageEmbeddings, PairScores, Progress
+from tasks.models.encoder_inputs import (
+    encoder_family,
+    family_texts,
+    image_inputs,
+    match_probability,
+    sigmoid_parameters,
+    text_inputs,
+    to_model,
+)
 
 
 def _features(output: Any) -> Any:
@@ -30,7 +41,8 @@ def _features(output: Any) -> Any:
 
 @register_adapter("dual_encoder")
 class DualEncoderAdapter(Adapter):
-    """Embeds images and texts into one space (CLIP, SigLIP, ... via get_*_features)."""
+    """Embeds images and texts into one space (``get_image_features`` / ``get_text_features``)
+    and scores (image, text) pairs: cosine, or SigLIP's sigmoid match probability."""
 
     def __init__(self, config: ModelConfig) -> None:
         import torch
@@ -49,13 +61,24 @@ class DualEncoderAdapter(Adapter):
                 raise ModelError(f"{type(self.model).__name__} has no {method}: not a dual encoder")
         self.model.to(self.device).eval()
         self._torch = torch
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        self.family = encoder_family(self.model)
         self.max_text_length = _max_text_length(self.model, self.processor)
-
-    def _prepare_images(self, paths: Sequence[str]) -> Prepared[Any]:
-        images, kept, failures = decode_images(paths)
-        pixels = self.processor(images=images, return_tensors="pt")["pixel_values"] if images \
+        self.sigmoid = sigmoid_parameters(self.model) if self.family.pair_score == "sigmoid" \
             else None
-        return Prepared(pixels, kept, failures)
+
+    def describe(self) -> dict[str, str]:
+        """Device and dtype, plus the family conventions in use (text padding, pair score)."""
+        pair_score = "cosine" if self.sigmoid is None else \
+            "sigmoid(logit_scale.exp() * cosine + logit_bias)"
+        return super().describe() | {
+            "text_padding": f"{self.family.text_padding} ({self.max_text_length} tokens max)",
+            "pair_score": pair_score}
+
+    def _prepare_images(self, paths: Sequence[str]) -> Prepared[dict[str, Any]]:
+        images, kept, failures = decode_images(paths)
+        inputs = image_inputs(self.processor, images) if images else None
+        return Prepared(inputs, kept, failures)
 
     def encode_images(
         self, paths: Sequence[str], progress: Progress | None = None, workers: int = 2
@@ -64,26 +87,25 @@ class DualEncoderAdapter(Adapter):
         results = run_batches(
             len(paths), self.config.batch_size,
             lambda rows: self._prepare_images([paths[i] for i in rows]),
-            lambda pixels: self._run("get_image_features", pixel_values=pixels),
+            lambda inputs: self._run("get_image_features", inputs),
             progress, workers)
         return ImageEmbeddings(scatter_rows(len(paths), results.outputs), results.failures)
 
     def encode_texts(self, texts: Sequence[str], progress: Progress | None = None
                      ) -> np.ndarray:
-        tokenizer = getattr(self.processor, "tokenizer", self.processor)
         outputs = []
         for batch in chunks(list(texts), self.config.batch_size):
-            tokens = tokenizer(list(batch), padding=True, truncation=True,
-                               max_length=self.max_text_length, return_tensors="pt")
-            outputs.append(self._run("get_text_features", **tokens))
+            tokens = text_inputs(self.tokenizer, batch, self.family, self.max_text_length)
+            outputs.append(self._run("get_text_features", tokens))
             if progress is not None:
                 progress(len(batch))
         return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
     def score_pairs(self, image_paths: Sequence[str], texts: Sequence[str],
                     progress: Progress | None = None, workers: int = 2) -> PairScores:
-        """Cosine similarity of each (image, text) pair; each distinct image/text is embedded
-        once."""
+        """The match score of each (image, text) pair: the cosine of their embeddings for
+        CLIP-style models, ``sigmoid(logit_scale.exp() * cosine + logit_bias)`` (the model's own
+        match probability) for SigLIP families. Each distinct image/text is embedded once."""
         unique_paths = list(dict.fromkeys(image_paths))
         unique_texts = list(dict.fromkeys(texts))
         images = self.encode_images(unique_paths, workers=workers)
@@ -96,25 +118,32 @@ class DualEncoderAdapter(Adapter):
                     if image_row[p] in images.failures}
         if progress is not None:
             progress(len(image_paths))
-        return PairScores((a * b).sum(axis=1).astype(np.float64), failures)
+        return PairScores(self.pair_score((a * b).sum(axis=1)), failures)
+
+    def pair_score(self, cosine: np.ndarray) -> np.ndarray:
+        """The family's match score from pair cosines (float64): the cosine itself, or SigLIP's
+        ``sigmoid(logit_scale.exp() * cosine + logit_bias)``."""
+        cosine = np.asarray(cosine, dtype=np.float64)
+        return cosine if self.sigmoid is None else match_probability(cosine, *self.sigmoid)
 
     def count_truncated(self, texts: Sequence[str]) -> int:
         """How many texts are longer than the model's context (they are truncated)."""
-        tokenizer = getattr(self.processor, "tokenizer", self.processor)
-        lengths = tokenizer(list(texts), truncation=False)["input_ids"]
+        if not texts:
+            return 0
+        lengths = self.tokenizer(family_texts(texts, self.family), truncation=False)["input_ids"]
         return sum(len(ids) > self.max_text_length for ids in lengths)
 
-    def _run(self, method: str, **inputs: Any) -> np.ndarray:
+    def _run(self, method: str, inputs: dict[str, Any]) -> np.ndarray:
         torch = self._torch
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        if "pixel_values" in inputs and self.model.dtype != torch.float32:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        inputs = to_model(inputs, self.device, self.model.dtype)
         with torch.inference_mode(), autocast_context(self.device, self.config.amp):
             features = _features(getattr(self.model, method)(**inputs))
         return features.float().cpu().numpy()
 
 
 def _max_text_length(model: Any, processor: Any) -> int:
+    """The text encoder's context: the smaller of its position embeddings and the tokenizer's
+    ``model_max_length`` (Gemma tokenizers leave the latter unset, a huge placeholder)."""
     config = getattr(model.config, "text_config", model.config)
     limit = getattr(config, "max_position_embeddings", None)
     tokenizer = getattr(processor, "tokenizer", processor)
