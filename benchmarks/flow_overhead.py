@@ -226,6 +226,15 @@ def stage_timings(result: dict[str, Any]) -> dict[str, float]:
     return json.loads((Path(result["report"]) / "report.json").read_text())["timings_s"]
 
 
+def inference_performance(result: dict[str, Any]) -> dict[str, float]:
+    """The flow's inference measurements (report.json ``performance``; none on a cache hit)."""
+    performance = json.loads((Path(result["report"]) / "report.json").read_text())
+    keys = ("perf_items_per_s", "perf_batch_latency_p50_ms", "perf_batch_latency_p95_ms",
+            "perf_model_load_s", "perf_peak_rss_mb")
+    metrics = (performance.get("performance") or {}).get("metrics") or {}
+    return {k: round(metrics[k], 3) for k in keys if k in metrics}
+
+
 def prefect_timeline(result: dict[str, Any]) -> dict[str, float]:
     """Seconds per Prefect task run of the flow run (and the flow run itself), from the API."""
     from mlflow import MlflowClient
@@ -361,6 +370,7 @@ def run(work: Path, args: argparse.Namespace) -> None:
     print("flow stage timings, report.json (s):", stage_timings(best_flow.value))
     print("flow Prefect task runs (s):", {k: round(v, 3) for k, v in timeline.items()})
     print("cached re-run stage timings (s):", stage_timings(cached.value))
+    print("flow inference performance (report.json):", inference_performance(best_flow.value))
     print(f"(a) overhead ratio flow/bare, excluding server start-up: {flow_s / bare_s:.3f} "
           f"(target <= 1.10; cpu-time ratio {best_flow.cpu_s / best_bare.cpu_s:.3f})")
     print(f"(b) overhead ratio flow/bare, including server start-up: "

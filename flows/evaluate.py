@@ -25,11 +25,14 @@ from tasks.report.summary import (
     summary_markdown,
 )
 from tasks.review.approval import ApprovalRejected, wait_for_approval
+from tasks.robustness import wants_robustness
+from tasks.robustness.sweep import attach as attach_robustness
 from tasks.secrets import redact_text, redact_url
 from tasks.steps import (
     export_report,
     gate_step,
     load_data,
+    robustness_step,
     run_inference,
     sample_review,
     score,
@@ -82,16 +85,22 @@ def run_stages(config: EvalConfig, uri: str, run_id: str, run_name: str) -> dict
     ml.log_params(uri, run_id, runtime_params(inference.runtime))
     scores = timed("score", lambda: score(dataset, inference, config, run_dir))
     slices = timed("slices", lambda: slice_metrics_step(dataset, scores, config, run_dir))
+    robust = timed("robustness", lambda: robustness_step(
+        dataset, inference, scores, config, run_dir, work / "cache")) \
+        if wants_robustness(config) else None
     review = timed("review", lambda: sample_review(dataset, scores, config, run_id, run_dir))
     for warning in review.warnings:
         logger.warning("review: %s", warning)
     run = {"run_name": run_name, "mlflow_run_id": run_id, "mlflow_tracking_uri": uri}
     report = build_report(config, run, dataset, inference, scores, slices, timed.timings)
     report["review"] = review_summary(review)
+    scores = attach_robustness(report, scores, robust)
     report_uri = timed("report", lambda: export_report(config, report, dataset, scores,
                                                        slices, review, run_dir))
     timed("tracking", lambda: track_results(uri, run_id, dataset, inference, scores, slices,
                                             run_dir / "report", report))
+    if robust is not None:
+        ml.log_metrics(uri, run_id, robust.metrics)
     # report.json is written before its own export is timed: all stages go onto the run
     ml.log_metrics(uri, run_id, {f"time_{stage}_s": t for stage, t in timed.timings.items()})
     links = presigned_links(report_uri, artifact_links(report), config.report.presign_expiry_s)

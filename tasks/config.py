@@ -27,6 +27,7 @@ class TaskKind(StrEnum):
     zero_shot_classification = "zero_shot_classification"
     vqa = "vqa"
     matching = "matching"
+    text_to_image = "text_to_image"
 
 
 # The registries' names, as the form's choices (tests/test_config.py keeps them equal to
@@ -266,6 +267,36 @@ class MatchingConfig(_Strict):
     )
 
 
+class TextToImageConfig(_Strict):
+    """Text-to-image quality: the dataset holds the prompts (the captions column) and the
+    generated images; ``references`` the real images they are compared with."""
+
+    references: str | None = Field(
+        None, description="Reference (real) images: a folder (every image file under it, "
+        "sub-folders included) or a manifest file (CSV/JSONL/parquet) with an image column. "
+        "Required for task text_to_image.")
+    reference_root: str | None = Field(
+        None, description="Folder a reference manifest's image paths are relative to (default: "
+        "the manifest's folder). Paths may not escape it.")
+    reference_column: str = Field("image", description="Reference manifest column with the "
+                                  "image path.")
+    reference_limit: int | None = Field(None, ge=1, description="Use only the first N "
+                                        "reference images.")
+    features: Literal["model", "inception"] = Field(
+        "model", description="Image features of FID, KID and precision/recall: model (the "
+        "evaluated dual encoder's image embeddings) or inception (Inception-v3 pool features "
+        "from inception_weights; needs torch-fidelity).")
+    inception_weights: str | None = Field(
+        None, description="Local torch-fidelity Inception-v3 weights file "
+        "(pt_inception-2015-12-05-6726825d.pth) for features: inception; never downloaded.")
+    normalize_features: bool = Field(
+        False, description="L2-normalise the image features before FID, KID and "
+        "precision/recall.")
+    fid_interval: bool = Field(
+        False, description="Bootstrap interval for FID (generated images resampled, references "
+        "fixed; statistics.bootstrap resamples, one matrix square root each).")
+
+
 class InferenceConfig(_Strict):
     cache: bool = Field(True, description="Reuse cached outputs with the same fingerprint.")
     shard_size: int = Field(4096, ge=1, description="Items per inference shard (cache unit).")
@@ -284,9 +315,9 @@ class TextPerturbation(_Strict):
     name: str = Field(..., description="Perturbation of the text side (captions, class "
                       "templates, questions).",
                       json_schema_extra={"enum": list(TEXT_PERTURBATIONS)})
-    rate: float = Field(0.1, ge=0, le=1, description="Share of characters / words perturbed "
-                        "(0: the text unchanged; ignored by lowercase, uppercase and "
-                        "no_punctuation).")
+    rate: float = Field(0.1, ge=0, le=1, description="Share of characters / words perturbed, "
+                        "at least one (0: the text unchanged; lowercase, uppercase and "
+                        "no_punctuation change the whole text at any rate above 0).")
     window: int = Field(3, ge=2, le=64, description="word_shuffle: words move only within "
                         "windows of this many words.")
 
@@ -612,6 +643,9 @@ class EvalConfig(_Strict):
     matching: MatchingConfig = Field(
         default_factory=MatchingConfig, description="Image-text matching pairs and threshold."
     )
+    text_to_image: TextToImageConfig = Field(
+        default_factory=TextToImageConfig, description="Text-to-image quality: the reference "
+        "images and the image features of FID / KID.")
     vqa: VQAConfig = Field(
         default_factory=VQAConfig, description="VQA columns; dataset.columns.captions names the "
         "human answers column."

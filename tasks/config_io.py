@@ -121,6 +121,7 @@ APPLIES: dict[str, AppliesWhen] = {
     "zero_shot": AppliesWhen("task", frozenset({"zero_shot_classification"})),
     "matching": AppliesWhen("task", frozenset({"matching"})),
     "vqa": AppliesWhen("task", frozenset({"vqa"})),
+    "text_to_image": AppliesWhen("task", frozenset({"text_to_image"})),
     "model.generation": AppliesWhen("model.kind", frozenset({"captioner", "vqa"})),
     "model.torch_module": AppliesWhen("model.kind", frozenset({"torch_module"})),
     "gate": AppliesWhen("gate"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -42,6 +43,7 @@ def check_config(config: EvalConfig) -> TaskKindContract:
     if not problems:
         problems += _model_fits_task(config, kind) + _metrics_match_task(config, kind)
     problems += _metric_options(config.metric_options) + _review_strategies(config)
+    problems += _text_to_image(config) + _robustness(config)
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
     return kind
@@ -65,6 +67,40 @@ def _metrics_match_task(config: EvalConfig, kind: TaskKindContract) -> list[str]
     return [f"metrics: metric {name!r} is for task {METRICS.get(name).task!r}, not "
             f"{kind.metric_task!r}" for name in config.metrics
             if METRICS.get(name).task != kind.metric_task]
+
+
+def _text_to_image(config: EvalConfig) -> list[str]:
+    """Task text_to_image needs its reference images, and Inception features a local weights
+    file and torch-fidelity (nothing is downloaded)."""
+    if config.task.value != "text_to_image":
+        return []
+    from tasks.kinds.text_to_image.inception import inception_problem
+
+    settings = config.text_to_image
+    problems = []
+    if not settings.references:
+        problems.append("text_to_image.references: task 'text_to_image' needs the reference "
+                        "images (a folder or a manifest file)")
+    problem = inception_problem(settings.inception_weights) \
+        if settings.features == "inception" else None
+    if problem:
+        problems.append(f"text_to_image.inception_weights: {problem}")
+    return problems
+
+
+def _robustness(config: EvalConfig) -> list[str]:
+    """Corruption and text perturbation names against their registries (before the clean run,
+    not after it)."""
+    from tasks.robustness.corruptions import CORRUPTIONS
+    from tasks.robustness.perturbations import PERTURBATIONS
+
+    settings = config.robustness
+    problems = _unknown(CORRUPTIONS, settings.corruptions, "robustness.corruptions",
+                        "image corruption")
+    for index, perturbation in enumerate(settings.text):
+        problems += _unknown(PERTURBATIONS, [perturbation.name],
+                             f"robustness.text[{index}].name", "text perturbation")
+    return problems
 
 
 # what each sampling strategy cannot run without (runtime gaps, e.g. a column the per-sample
@@ -137,6 +173,10 @@ def check_inputs(config: EvalConfig) -> None:
     file that cannot be read, lacks the mapped columns or has no rows; ``ModelError`` for a
     checkpoint that is not there. Nothing is written and no image or weight is loaded."""
     check_dataset_file(config.dataset)
+    references = config.text_to_image.references
+    if config.task.value == "text_to_image" and references \
+            and not Path(references).expanduser().exists():
+        raise DataError(f"reference images {references}: no such folder or manifest file")
     ADAPTERS.get(config.model.kind).check_files(config.model)
 
 

@@ -36,6 +36,7 @@ from tasks.slicing import (
     to_json,
 )
 from tasks.tracking import mlflow_log as ml
+from tasks.tracking.performance import performance_metrics, performance_tags
 from tasks.tracking.run import result_tags
 from tasks.tracking.storage import publish_folder
 
@@ -136,6 +137,7 @@ def run_inference(dataset: DatasetRef, config: EvalConfig, cache_root: Path) -> 
     with tqdm(total=total, desc=f"inference ({config.model.kind})", unit="input") as bar:
         run = Inference(dataset, config, cache_root, kind_code_version(kind), bar.update)
         ref = kind.infer(run)
+        ref.performance = run.performance()
         if ref.shards_cached:
             bar.set_postfix_str(f"{ref.shards_cached}/{len(ref.shard_folders)} shards cached")
         bar.update(bar.total - bar.n)
@@ -149,6 +151,18 @@ def score(
     """Per-sample and corpus metrics from the cached model outputs."""
     kind = get_task_kind(config.task.value)
     return kind.score(dataset, inference, config, run_dir / "scores")
+
+
+@task(name="robustness", **STAGE)
+def robustness_step(dataset: DatasetRef, inference: InferenceRef, scores: Scores,
+                    config: EvalConfig, run_dir: Path, cache_root: Path) -> Any:
+    """Every metric again on each corruption x severity and text perturbation, and the
+    adversarial attacks (``tasks.robustness.sweep``); one log line per variant."""
+    from prefect import get_run_logger
+
+    from tasks.robustness.sweep import run_sweep
+
+    return run_sweep(dataset, inference, scores, config, run_dir, cache_root, get_run_logger())
 
 
 @task(name="slices", **STAGE)
@@ -203,11 +217,13 @@ def track_results(uri: str, run_id: str, dataset: DatasetRef, inference: Inferen
     the report's plots (``plots/<name>.png``; ``report`` defaults to report_dir's report.json)
     on the run."""
     items = dataset.load_items()
-    ml.log_metrics(uri, run_id, scores.metrics | (slices.metrics if slices else {}))
+    ml.log_metrics(uri, run_id, scores.metrics | (slices.metrics if slices else {})
+                   | performance_metrics(inference.performance))
     if slices is not None:
         ml.log_table(uri, run_id, pd.read_parquet(slices.table_path), "slices.json")
     ml.set_tags(uri, run_id, result_tags(dataset.digest, inference.model_fingerprint,
-                                         inference.fingerprint, inference.cache_state))
+                                         inference.fingerprint, inference.cache_state)
+                | performance_tags(inference.performance))
     ml.log_dataset(uri, run_id, items.drop(columns=["image_path"]),
                    name=Path(dataset.source_uri).name, source=dataset.source_uri,
                    digest=dataset.digest)

@@ -7,6 +7,11 @@ inference settings and the code version (the shared inference code plus the kind
 module). A rerun with the same inputs loads every shard from the cache and never loads the
 model; changing one image recomputes only its shard. A kind's ``compute(shard, folder)`` writes
 the shard's outputs into ``folder`` and returns a ``ShardOutput``.
+
+Performance (``tasks.tracking.performance``): the model load and every computed entry are timed
+and the batch loop reports its batches to this inference's recorder; each computed shard keeps
+its measurements in meta.json (``performance``), and cached entries' measurements are carried,
+labelled, not counted as this run's (``Inference.performance``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from tasks.models import fingerprint_model, load_adapter
 from tasks.models.base import ADAPTERS, Adapter, ModelError, resolve_device
 from tasks.models.contracts import FAMILY_METHODS, Progress
 from tasks.tracking.fingerprint import inference_fingerprint, stable_hash
+from tasks.tracking.performance import Recorder
 
 F = TypeVar("F")
 
@@ -49,8 +55,12 @@ def model_settings(config: EvalConfig) -> dict[str, Any]:
 
 
 def generation_settings(config: EvalConfig) -> dict[str, Any]:
-    """Encoder settings plus decoding settings and the seed (sampling decoders)."""
-    return model_settings(config) | {"generation": config.model.generation.model_dump(),
+    """Encoder settings plus decoding settings and the seed (sampling decoders). Settings the
+    config leaves unset come from the checkpoint's generation_config, so which are set is part
+    of the key."""
+    generation = config.model.generation
+    return model_settings(config) | {"generation": generation.model_dump(),
+                                     "generation_set": sorted(generation.model_fields_set),
                                      "seed": config.seed}
 
 
@@ -69,6 +79,8 @@ class InferenceRef:
     pairs_path: str | None = None  # matching: the scored (image, text) pairs
     class_names: list[str] = field(default_factory=list)  # zero-shot classification
     class_embeddings_path: str | None = None
+    # throughput, latency, load time, memory (tasks.tracking.performance); set by the step
+    performance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cache_hit(self) -> bool:
@@ -94,6 +106,7 @@ class Inference:
         self.code_version = code_version
         self._adapter: Adapter | None = None
         self._model_fingerprint: str | None = None
+        self.recorder = Recorder()  # the stage starts: the RSS peak is reset here
 
     @property
     def model_fingerprint(self) -> str:
@@ -109,7 +122,8 @@ class Inference:
             raise ModelError(f"model.kind {kind!r} cannot run task {self.config.task.value!r}: "
                              f"it has no {FAMILY_METHODS.get(family, family.__name__)}")
         if self._adapter is None:
-            self._adapter = load_adapter(self.config.model, list(self.items["image_path"]))
+            with self.recorder.loading(resolve_device(self.config.model.device)):
+                self._adapter = load_adapter(self.config.model, list(self.items["image_path"]))
         if not isinstance(self._adapter, family):  # e.g. torch_module image-only models
             raise ModelError(f"this {kind} model cannot run task {self.config.task.value!r}")
         return self._adapter
@@ -124,6 +138,8 @@ class Inference:
             shard = rows.iloc[start : start + size]
             keys.append(self._key(task, stable_hash(key(shard)), settings))
             folder, hit = self._entry(keys[-1], partial(self._write, shard, compute))
+            if hit:
+                self.recorder.carry(json.loads((folder / "meta.json").read_text()))
             folders.append(folder)
             cached += hit
         return self._reference(folders, keys, cached, size)
@@ -132,7 +148,17 @@ class Inference:
               settings: dict[str, Any] | None = None) -> Path:
         """One cache entry outside the shards (e.g. zero-shot class embeddings)."""
         settings = model_settings(self.config) if settings is None else settings
-        return self._entry(self._key(task, stable_hash(data), settings), write)[0]
+        folder, hit = self._entry(self._key(task, stable_hash(data), settings),
+                                  partial(self._write_side, write))
+        if hit:
+            meta = folder / "meta.json"  # absent in entries of older code versions
+            self.recorder.carry(json.loads(meta.read_text()) if meta.is_file() else {})
+        return folder
+
+    def performance(self) -> dict[str, Any]:
+        """report.json's ``performance`` for what this inference did so far (measured entries,
+        model load, memory; cached entries' measurements carried and labelled)."""
+        return self.recorder.summary()
 
     def _key(self, task: str, data: str, settings: dict[str, Any]) -> str:
         return inference_fingerprint(task=task, model=self.model_fingerprint, data=data,
@@ -145,10 +171,20 @@ class Inference:
         return self.cache.put(key, write), False
 
     def _write(self, shard: pd.DataFrame, compute: ShardCompute, folder: Path) -> None:
-        output = compute(shard, folder)
+        with self.recorder.entry(len(shard)) as measured:
+            output = compute(shard, folder)
         meta = asdict(output) | {"failures": {str(k): v for k, v in output.failures.items()},
-                                 "runtime": self._adapter.describe() if self._adapter else {}}
+                                 "runtime": self._adapter.describe() if self._adapter else {},
+                                 "performance": measured.to_json()}
         (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+
+    def _write_side(self, write: Callable[[Path], None], folder: Path) -> None:
+        """A side entry's ``write``, timed; its measurements go into its meta.json."""
+        with self.recorder.entry(0) as measured:
+            write(folder)
+        path = folder / "meta.json"  # kept when ``write`` wrote one itself
+        meta = json.loads(path.read_text()) if path.is_file() else {}
+        path.write_text(json.dumps(meta | {"performance": measured.to_json()}, indent=1))
 
     def _reference(self, folders: list[Path], keys: list[str], cached: int,
                    size: int) -> InferenceRef:

@@ -68,7 +68,7 @@ def report_figures(report: dict[str, Any], per_sample: pd.DataFrame,
         return Plots(notes=[f"No scored rows ({failed} failed of {len(per_sample)}): "
                             "there is nothing to plot."])
     inputs, out = Inputs(report, scored, files or {}), Plots()
-    for builder in [*KIND_PLOTS.get(report["task"], []), slice_plots]:
+    for builder in [*KIND_PLOTS.get(report["task"], []), slice_plots, robustness_plots]:
         try:
             out.plots += builder(inputs)
         except Exception as error:  # noqa: BLE001 - one plot must not cost the whole report
@@ -192,12 +192,32 @@ def slice_plots(inputs: Inputs) -> list[Plot]:
     return [Plot("slices", f"{headline} per slice", figure)]
 
 
+def text_to_image_plots(inputs: Inputs) -> list[Plot]:
+    """Per generated image: CLIPScore against its prompt, distance to the nearest reference."""
+    panels = [(c, values(inputs.scored, c)) for c in ("clip_score",
+                                                      "nearest_reference_distance")]
+    panels = [(c, v) for c, v in panels if len(v)]
+    if not panels:
+        return []
+    return [Plot("generated_images", "Generated images", plots.histogram_figure(
+        panels, "Per generated image"))]
+
+
+def robustness_plots(inputs: Inputs) -> list[Plot]:
+    """The headline metric by corruption severity, and against the attacks' epsilon
+    (``tasks.report.robustness``), when the run has a robustness section."""
+    from tasks.report.robustness import figures
+
+    return [Plot(name, title, figure) for name, title, figure in figures(inputs.report)]
+
+
 KIND_PLOTS: dict[str, list[Builder]] = {
     "retrieval": [retrieval_plots],
     "captioning": [captioning_plots],
     "vqa": [vqa_plots],
     "zero_shot_classification": [classification_plots],
     "matching": [matching_plots],
+    "text_to_image": [text_to_image_plots],
 }
 
 

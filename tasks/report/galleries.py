@@ -28,6 +28,7 @@ ORDER: dict[str, tuple[tuple[str, ...], bool]] = {
     "vqa": (("vqa_accuracy",), True),
     "zero_shot_classification": (("correct",), True),
     "matching": (("correct",), True),
+    "text_to_image": (("clip_score",), True),
 }
 Row = Mapping[str, Any]
 MATCH = {0: "no match", 1: "match"}
@@ -142,12 +143,20 @@ def matching_texts(row: Row, report: dict[str, Any]) -> list[tuple[str, str, str
             ("Captions of the image", "captions", items_list(as_list(row.get("captions"))))]
 
 
+def prompt_texts(row: Row, report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The prompt a generated image was made from, and its nearest reference image."""
+    return [("Prompt", "prompt", escape(text(row.get("prompt"))) or "<i>none</i>"),
+            ("Nearest reference", "nearest_reference",
+             escape(text(row.get("nearest_reference"))))]
+
+
 TEXTS: dict[str, tuple[Texts, tuple[str, ...]]] = {
     "retrieval": (retrieval_texts, ("i2t_rank", "best_t2i_rank", "margin")),
     "captioning": (captioning_texts, CAPTION_SCORES),
     "vqa": (vqa_texts, ("vqa_accuracy",)),
     "zero_shot_classification": (classification_texts, ("margin",)),
     "matching": (matching_texts, ("score", "margin")),
+    "text_to_image": (prompt_texts, ("clip_score", "nearest_reference_distance")),
 }
 
 

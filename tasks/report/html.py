@@ -4,7 +4,8 @@ plots are inline SVG, thumbnails are ``data:`` JPEGs, and a Content-Security-Pol
 fetching anything else (an injected ``<script>`` or remote image would not load).
 
 Sections, each present whatever the run (no scores, skipped metrics, rejects, empty slices):
-summary header, metrics, plots, slices, examples, review queue, counts.
+summary header, metrics, inference performance, plots, robustness (when run), slices, examples,
+review queue, counts.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.report import sections
+from tasks.report import performance, robustness, sections
 from tasks.report.figures import Plots, report_figures
 from tasks.report.galleries import THUMBNAIL_PX, galleries
 
@@ -57,7 +58,9 @@ def render(report: dict[str, Any], per_sample: pd.DataFrame,
     body = "\n".join([
         sections.header(report, per_sample),
         sections.metrics(report),
+        performance.section(report),
         sections.plots_section(figures, plots.notes),
+        robustness.section(report),
         sections.slices(report),
         galleries(per_sample, report, Thumbnails()),
         sections.review(report),

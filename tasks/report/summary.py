@@ -11,6 +11,7 @@ from tasks.data.base import DatasetRef
 from tasks.kinds import get_task_kind
 from tasks.kinds.base import InferenceRef, Scores
 from tasks.report.links import created_at, prefect_flow_run
+from tasks.report.performance import summary_line as performance_line
 from tasks.secrets import redact
 from tasks.slicing import Slices
 from tasks.stats.estimates import is_interval_key
@@ -28,6 +29,8 @@ def build_report(config: EvalConfig, run: dict[str, str], dataset: DatasetRef,
         "fingerprints": {"dataset": dataset.digest, "model": inference.model_fingerprint,
                          "inference": inference.fingerprint, "code": inference.code_version},
         "inference_cache": inference.cache_state, "runtime": inference.runtime,
+        # throughput, latency, load time, memory: not metrics of the model's quality
+        "performance": inference.performance,
         # rows_in counts raw input rows (several caption rows can make one item):
         # item_rows + rejected_rows == rows_in
         "counts": {"rows_in": dataset.rows_in, "items": dataset.items,
@@ -92,6 +95,8 @@ def summary_markdown(report: dict[str, Any], link: str, report_uri: str,
     lines += [f"| {k} | {v} |" for k, v in metric_rows(report["metrics"])]
     counts = ", ".join(f"{k}: {v}" for k, v in report["counts"].items())
     lines += ["", f"Counts: {counts}"]
+    performance = performance_line(report)
+    lines += ["", performance] if performance else []
     lines += [f"> **warning:** {w}" for w in report["warnings"]]
     review = report.get("review") or {}
     if review.get("items"):

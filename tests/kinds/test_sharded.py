@@ -90,7 +90,7 @@ def test_shards_are_cached_and_failures_keep_their_rows(setup, tmp_path: Path):
         update={"cache": False})})
     assert embed(Inference(dataset, off, tmp_path / "cache", "v1")).shards_cached == 0
     meta = json.loads((Path(first.shard_folders[0]) / "meta.json").read_text())
-    assert set(meta) == {"failures", "truncated_texts", "runtime"}
+    assert set(meta) == {"failures", "truncated_texts", "runtime", "performance"}
 
 
 def test_an_adapter_without_the_family_is_refused_before_loading(setup, tmp_path: Path):
