@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.evaluate import evaluate
 from tasks.config import EvalConfig
 from tasks.config_io import build_config
+from tasks.demo.generated import write_generated_sets
 from tasks.steps import build_demo_assets
 from tasks.tracking.run import cpu_model
 
@@ -33,8 +34,12 @@ HEADLINES = {
     "zero_shot_classification": ["accuracy", "macro_f1"],
     "matching": ["accuracy", "f1", "auroc"],
     "captioning": ["bleu_4", "rouge_l", "cider", "meteor", "clip_score"],
+    "text_to_image": ["fid", "kid", "precision", "recall", "clip_score"],
     "vqa": ["vqa_accuracy", "vqa_accuracy.answer_type.other", "vqa_accuracy.answer_type.yes_no"],
 }
+ROBUSTNESS = {"corruptions": ["gaussian_noise", "gaussian_blur", "jpeg", "contrast"],
+              "severities": [1, 3, 5],
+              "adversarial": {"attacks": ["fgsm"], "epsilons": [1 / 255, 4 / 255]}}
 BEST_CLIP = "clip-tiny-long"
 OTHER_CLIP = "clip-tiny-short"
 # The regression gate of the demo: no significant drop of either direction's R@1.
@@ -68,6 +73,11 @@ def other_task_configs(assets: Any, overrides: list[str]) -> list[EvalConfig]:
             "task": "zero_shot_classification", "model": {"kind": "dual_encoder", "path": clip},
             "dataset": {"path": test, "columns": {"label": "shape", "captions": None}},
             "zero_shot": {"templates": ["a {}", "a picture of a {}", "a {} shape"]}}, overrides),
+        _config(f"{BEST_CLIP}@demo-shapes-robustness", {
+            "task": "zero_shot_classification", "model": {"kind": "dual_encoder", "path": clip},
+            "dataset": {"path": test, "columns": {"label": "shape", "captions": None}},
+            "zero_shot": {"templates": ["a {}", "a picture of a {}", "a {} shape"]},
+            "robustness": ROBUSTNESS}, overrides),
         _config(f"{BEST_CLIP}@demo-matching", {
             "task": "matching", "model": {"kind": "dual_encoder", "path": clip},
             "dataset": {"path": test}, "matching": {"negatives": "random"}}, overrides),
@@ -83,6 +93,45 @@ def other_task_configs(assets: Any, overrides: list[str]) -> list[EvalConfig]:
             "dataset": {"path": str(assets.vqa_manifest),
                         "columns": {"captions": "answers", "label": None}}}, overrides),
     ]
+
+
+def text_to_image_configs(assets: Any, overrides: list[str]) -> list[EvalConfig]:
+    """FID/KID of a stand-in generator: train images as "generated" (clean and degraded)
+    against the test images as references (``tasks.demo.generated``)."""
+    sets = write_generated_sets(assets.dataset_root)
+    clip = str(assets.models[BEST_CLIP])
+    return [_config(f"{BEST_CLIP}@demo-text-to-image-{name}", {
+        "task": "text_to_image", "model": {"kind": "dual_encoder", "path": clip},
+        "dataset": {"path": str(manifest), "root": str(assets.dataset_root),
+                    "columns": {"captions": "prompt", "label": None}},
+        "text_to_image": {"references": str(sets.references),
+                          "reference_root": str(assets.dataset_root)}}, overrides)
+        for name, manifest in (("clean", sets.clean), ("degraded", sets.degraded))]
+
+
+def robustness_lines(result: dict[str, Any]) -> list[str]:
+    """The headline per corruption and severity, and accuracy under FGSM by epsilon."""
+    report = json.loads((Path(result["report"]) / "report.json").read_text())
+    robust = report.get("robustness") or {}
+    headline = str(robust.get("headline") or report["headline"])
+    severities = [str(s) for s in ROBUSTNESS["severities"]]
+    rows = [[name, *[_value(entry.get("severities", {}).get(s, {}).get(headline))
+                     for s in severities],
+             _value((entry.get("mean") or {}).get(headline)),
+             _value((entry.get("relative_drop") or {}).get(headline))]
+            for name, entry in (robust.get("corruptions") or {}).items()]
+    lines = _table([f"{headline} (clean {report['metrics'][headline]:.3f})",
+                    *[f"severity {s}" for s in severities], "mean", "relative drop"], rows)
+    adversarial = robust.get("adversarial") or {}
+    for point in adversarial.get("curve") or []:
+        if point.get("metric") == headline and point.get("epsilon"):
+            lines.append(f"{point['attack'].upper()} epsilon {point['epsilon'] * 255:.0f}/255: "
+                         f"{headline} {point['value']:.3f}")
+    return lines
+
+
+def _value(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) else "-"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -142,9 +191,9 @@ def task_table(results: list[tuple[str, dict[str, Any]]]) -> list[str]:
     for task_name, result in results:
         shown = [f"{key.split('.')[-1] if '.' in key else key}={result['metrics'][key]:.3f}"
                  for key in HEADLINES[task_name] if key in result["metrics"]]
-        rows.append([task_name, result["run_name"].split("@")[0], ", ".join(shown),
+        rows.append([task_name, result["run_name"], ", ".join(shown),
                      result["mlflow_run_id"], result["report"]])
-    return _table(["task", "model", "metrics", "MLflow run", "report"], rows)
+    return _table(["task", "evaluation", "metrics", "MLflow run", "report"], rows)
 
 
 @flow(name="demo", log_prints=True)
@@ -156,7 +205,8 @@ def demo(overrides: list[str] | None = None, root: str | None = None,
     overrides = overrides or []
     retrieval = [evaluate(config) for config in retrieval_configs(assets, overrides)]
     others = [(config.task.value, evaluate(config))
-              for config in other_task_configs(assets, overrides)]
+              for config in [*other_task_configs(assets, overrides),
+                             *text_to_image_configs(assets, overrides)]]
     gates = gate_decisions(retrieval)
     lines = comparison_table(retrieval) + [""] + task_table(others) + [""] + gate_lines(gates)
     create_markdown_artifact("```\n" + "\n".join(lines) + "\n```", key="bifocal-demo",
@@ -209,6 +259,11 @@ def run_demo(overrides: list[str] | None = None, root: str | None = None) -> dic
             print("\n".join(lines))
     print("\nOther task kinds on the same benchmark\n")
     print("\n".join(task_table(results["tasks"])))
+    for _, result in results["tasks"]:
+        if result["run_name"].endswith("robustness"):
+            print(f"\nRobustness of {result['run_name']} (zero-shot accuracy on corrupted and "
+                  "attacked images)\n")
+            print("\n".join(robustness_lines(result)))
     if results["gates"]:
         print("\nRegression gate (no significant drop of i2t or t2i R@1), both ways\n")
         print("\n".join(gate_lines(results["gates"])))

@@ -126,11 +126,12 @@ def severity_figure(series: Sequence[tuple[str, np.ndarray, np.ndarray]], clean:
 def epsilon_figure(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], clean: float | None,
                    metric: str) -> Figure:
     """One line per attack: (name, epsilons in [0, 1] pixel units, values), from epsilon 0 at
-    the clean value when it is known; the x axis in 1/255 steps."""
+    the clean value when the curve has no epsilon-0 point of its own (the attacked items' clean
+    value, which differs from the run's with ``adversarial.limit``); x in 1/255 steps."""
     figure, (ax,) = new_figure()
     for index, (name, epsilons, values) in enumerate(curves):
         x, y = epsilons * 255, values
-        if clean is not None and np.isfinite(clean):
+        if clean is not None and np.isfinite(clean) and not (epsilons == 0).any():
             x, y = np.concatenate([[0.0], x]), np.concatenate([[clean], y])
         ax.plot(x, y, ATTACK_STYLES[index % len(ATTACK_STYLES)], markersize=4, label=name)
     ax.set(xlabel="epsilon (pixel levels of 255, L-infinity)", ylabel=metric,
