@@ -57,23 +57,40 @@ class _Strict(BaseModel):
                               json_schema_extra=_show_factory_defaults)
 
 
+FROM_CHECKPOINT = "null: the checkpoint's generation_config"
+
+
 class GenerationSettings(_Strict):
-    max_new_tokens: int = Field(32, ge=1, le=1024, description="Longest generated text.")
-    num_beams: int = Field(1, ge=1, le=32, description="Beam search width (1 = greedy).")
-    do_sample: bool = Field(False, description="Sample instead of greedy/beam decoding.")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature (do_sample only).")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (do_sample only).")
+    """Decoding settings; a null field is the checkpoint's own (its ``generation_config``, or
+    the model family's prompt), so a run decodes as the checkpoint's authors intended unless
+    the config says otherwise."""
+
+    max_new_tokens: int | None = Field(
+        None, ge=1, le=1024, description=f"Longest generated text ({FROM_CHECKPOINT}, 32 when "
+        "it has none).")
+    num_beams: int | None = Field(None, ge=1, le=32, description="Beam search width (1 = "
+                                  f"greedy; {FROM_CHECKPOINT}).")
+    do_sample: bool | None = Field(None, description="Sample instead of greedy/beam decoding "
+                                   f"({FROM_CHECKPOINT}).")
+    temperature: float | None = Field(None, gt=0, description="Sampling temperature (do_sample "
+                                      f"only; {FROM_CHECKPOINT}).")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass "
+                                f"(do_sample only; {FROM_CHECKPOINT}).")
     prompt: str | None = Field(
-        None, description="Text the model continues (e.g. 'a picture of'); removed from outputs."
+        None, description="Text the model continues (e.g. 'a picture of'); removed from outputs "
+        "by token count. null: the family's own (chat models: a one-sentence caption request; "
+        "others: none)."
     )
-    question_template: str = Field(
-        "{question}", description="VQA prompt, e.g. 'Question: {question} Answer:'."
+    question_template: str | None = Field(
+        None, description="VQA prompt, e.g. 'Question: {question} Answer:'. null: the family's "
+        "own (BLIP-2: 'Question: {question} Answer:'; chat models: the question and 'Answer the "
+        "question using a single word or phrase.'; others: '{question}')."
     )
 
     @field_validator("question_template")
     @classmethod
-    def _has_question(cls, value: str) -> str:
-        if "{question}" not in value:
+    def _has_question(cls, value: str | None) -> str | None:
+        if value is not None and "{question}" not in value:
             raise ValueError("must contain {question}")
         return value
 

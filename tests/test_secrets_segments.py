@@ -57,6 +57,7 @@ def planted_config(tmp_path: Path):
     return build_config({
         "task": "matching",
         "model": {"path": str(tmp_path / "w.pt"), "kind": "torch_module",
+                  "generation": {"max_new_tokens": 32},
                   "torch_module": {"module": "pkg.mod:Net", "tokenizer": str(tmp_path / "tok"),
                                    "init_kwargs": {"api_key": PLANTED, "num_tokens": 7,
                                                    "secretary": "kept"}}},

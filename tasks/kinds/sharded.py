@@ -55,12 +55,9 @@ def model_settings(config: EvalConfig) -> dict[str, Any]:
 
 
 def generation_settings(config: EvalConfig) -> dict[str, Any]:
-    """Encoder settings plus decoding settings and the seed (sampling decoders). Settings the
-    config leaves unset come from the checkpoint's generation_config, so which are set is part
-    of the key."""
-    generation = config.model.generation
-    return model_settings(config) | {"generation": generation.model_dump(),
-                                     "generation_set": sorted(generation.model_fields_set),
+    """Encoder settings plus decoding settings (null: the checkpoint's, whose files are in the
+    model fingerprint) and the seed (sampling decoders)."""
+    return model_settings(config) | {"generation": config.model.generation.model_dump(),
                                      "seed": config.seed}
 
 

@@ -1,4 +1,9 @@
-"""Image-to-text models (VisionEncoderDecoder, BLIP, GIT, image-text-to-text) with generate()."""
+"""Image-to-text models with generate(): VisionEncoderDecoder, BLIP, BLIP-2, GIT and
+image-text-to-text models (LLaVA, Qwen2-VL, ...).
+
+Prompts are built and taken off the output per family (``tasks.models.prompting``); decoding
+uses the checkpoint's ``generation_config``, overridden only by the settings the config sets.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,6 @@ from tasks.config import GenerationSettings, ModelConfig
 from tasks.io import decode_images
 from tasks.models.base import (
     Adapter,
-    ModelError,
     autocast_context,
     loading,
     register_adapter,
@@ -21,34 +25,33 @@ from tasks.models.base import (
 )
 from tasks.models.batching import Prepared, run_batches
 from tasks.models.contracts import Generated, Progress
+from tasks.models.processors import load_processor
+from tasks.models.prompting import SubBatch, prompter_for, strip_echo
 
-SubBatches = list[tuple[dict[str, Any], list[int]]]  # (model inputs, positions they cover)
+__all__ = ["CaptionerAdapter", "generation_kwargs", "load_processor"]
 
-
-def load_processor(path: Path, options: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """AutoProcessor, or an image processor + tokenizer pair (VisionEncoderDecoder folders)."""
-    from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
-
-    try:
-        processor = AutoProcessor.from_pretrained(path, **options)
-        if hasattr(processor, "tokenizer") and hasattr(processor, "image_processor"):
-            return processor.image_processor, processor.tokenizer, processor
-    except (OSError, ValueError, TypeError):
-        pass
-    try:
-        return (AutoImageProcessor.from_pretrained(path, **options),
-                AutoTokenizer.from_pretrained(path, **options), None)
-    except (OSError, ValueError) as error:
-        raise ModelError(f"cannot load an image processor and tokenizer from {path}: {error}") \
-            from None
+SAMPLING_SETTINGS = ("temperature", "top_p")
 
 
-def generation_kwargs(settings: GenerationSettings, tokenizer: Any) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens,
-                              "num_beams": settings.num_beams, "do_sample": settings.do_sample}
-    if settings.do_sample:
-        kwargs |= {"temperature": settings.temperature, "top_p": settings.top_p}
-    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+DEFAULT_MAX_NEW_TOKENS = 32
+DECODING_SETTINGS = ("max_new_tokens", "num_beams", "do_sample", *SAMPLING_SETTINGS)
+
+
+def generation_kwargs(settings: GenerationSettings, generation_config: Any,
+                      tokenizer: Any) -> dict[str, Any]:
+    """generate()'s keyword arguments: the settings the config gives (not null); the rest comes
+    from the checkpoint's ``generation_config``, except ``max_new_tokens``, which is 32 where
+    the checkpoint has none (its ``max_length`` would count the prompt, image tokens included).
+    Sampling settings apply only when sampling."""
+    kwargs: dict[str, Any] = {name: getattr(settings, name) for name in DECODING_SETTINGS
+                              if getattr(settings, name) is not None}
+    if "max_new_tokens" not in kwargs and generation_config.max_new_tokens is None:
+        kwargs["max_new_tokens"] = DEFAULT_MAX_NEW_TOKENS
+    if not kwargs.get("do_sample", generation_config.do_sample):
+        for name in SAMPLING_SETTINGS:
+            kwargs.pop(name, None)
+    if generation_config.pad_token_id is None and tokenizer.pad_token_id is None \
+            and tokenizer.eos_token_id is not None:
         kwargs["pad_token_id"] = tokenizer.eos_token_id
     return kwargs
 
@@ -57,110 +60,130 @@ def generation_kwargs(settings: GenerationSettings, tokenizer: Any) -> dict[str,
 class CaptionerAdapter(Adapter):
     """Generates a caption (or an answer, with a prompt) per image with batched ``generate()``."""
 
-    auto_class = "AutoModelForImageTextToText"
+    what = "an image-to-text model"
 
     def __init__(self, config: ModelConfig) -> None:
         import torch
-        import transformers
 
         super().__init__(config)
         self.path = resolve_model_path(config)
         options = dict(trust_remote_code=config.trust_remote_code, local_files_only=True)
         self.image_processor, self.tokenizer, self.processor = load_processor(self.path, options)
-        with loading("an image-to-text model", self.path):
-            auto = getattr(transformers, self.model_class_name())
-            self.model = auto.from_pretrained(self.path, dtype=torch_dtype(config.dtype),
-                                              weights_only=True, **options)
+        with loading(self.what, self.path):
+            model_class = self.model_class(options)
+            self.model = model_class.from_pretrained(self.path, dtype=torch_dtype(config.dtype),
+                                                     weights_only=True, **options)
+            self.prompter = prompter_for(self.model, self.processor, self.image_processor,
+                                         self.tokenizer)
         self.model.to(self.device).eval()
         self._torch = torch
 
-    def model_class_name(self) -> str:
-        return self.auto_class
+    def model_class(self, options: dict[str, Any]) -> Any:
+        """The checkpoint's own class (``architectures``) when it generates text, else
+        ``AutoModelForImageTextToText``."""
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+        )
+
+        return checkpoint_class(self.path, options,
+                                set(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES.values()),
+                                "AutoModelForImageTextToText")
+
+    @property
+    def default_prompt(self) -> str | None:
+        """The config's prompt, else (null) the family's."""
+        prompt = self.config.generation.prompt
+        return prompt if prompt is not None else self.prompter.caption_prompt
+
+    def describe(self) -> dict[str, str]:
+        """Also the decoding settings in effect (the config's, else the checkpoint's), as
+        ``resolved.generation.*`` params: a null in the config is never ambiguous on the run."""
+        kwargs = generation_kwargs(self.config.generation, self.model.generation_config,
+                                   self.tokenizer)
+        used = {f"generation.{name}": str(kwargs.get(
+            name, getattr(self.model.generation_config, name, None)))
+            for name in DECODING_SETTINGS}
+        return super().describe() | {"prompt_format": self.prompter.describe()} | used
 
     def _prepare(self, paths: Sequence[str], prompts: Sequence[str | None]
-                 ) -> Prepared[SubBatches]:
-        """Decoded, preprocessed sub-batches; ``kept`` lists their positions in order."""
+                 ) -> Prepared[list[SubBatch]]:
+        """Decoded, preprocessed sub-batches; ``kept`` lists their rows in order."""
         images, kept, failures = decode_images(paths)
         if not images:
             return Prepared(None, [], failures)
-        texts = [prompts[i] or "" for i in kept]
-        if not any(texts):
-            pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
-            batches = [({"pixel_values": pixels}, kept)]
-        elif self.processor is not None:  # BLIP, GIT, ...: the processor pads the prompts
-            inputs = self.processor(images=images, text=texts, return_tensors="pt", padding=True)
-            batches = [(dict(inputs), kept)]
-        else:
-            batches = self._decoder_prompt_batches(images, kept, texts)
-        return Prepared(batches, [row for _, rows in batches for row in rows], failures)
-
-    def _decoder_prompt_batches(self, images: list[Any], kept: list[int], texts: list[str]
-                                ) -> SubBatches:
-        """Encoder-decoder models continue a decoder prompt that starts with the start token;
-        prompts of equal token length go together, so no padding sits before the answer."""
-        torch = self._torch
-        start = self.model.config.decoder_start_token_id or self.tokenizer.bos_token_id
-        groups: dict[int, list[int]] = {}
-        encoded = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-        for position, ids in enumerate(encoded):
-            groups.setdefault(len(ids), []).append(position)
-        batches = []
-        for positions in groups.values():
-            pixels = self.image_processor(images=[images[p] for p in positions],
-                                          return_tensors="pt")["pixel_values"]
-            ids = torch.tensor([[start, *encoded[p]] for p in positions])
-            batches.append(({"pixel_values": pixels, "decoder_input_ids": ids},
-                            [kept[p] for p in positions]))
-        return batches
+        batches = self.prompter.batches(images, [prompts[i] for i in kept])
+        return Prepared(batches, [kept[p] for batch in batches for p in batch.positions],
+                        failures)
 
     def generate(self, paths: Sequence[str], prompts: Sequence[str | None] | None = None,
                  progress: Progress | None = None, workers: int = 2) -> Generated:
-        prompt = self.config.generation.prompt
-        prompts = list(prompts) if prompts is not None else [prompt] * len(paths)
+        prompts = list(prompts) if prompts is not None else [self.default_prompt] * len(paths)
         results = run_batches(
             len(paths), self.config.batch_size,
             lambda rows: self._prepare([paths[i] for i in rows], [prompts[i] for i in rows]),
-            lambda batches: [text for inputs, _ in batches for text in self._generate(inputs)],
+            lambda batches: [text for batch in batches for text in self._generate(batch)],
             progress, workers)
         texts: list[str | None] = [None] * len(paths)
         for rows, outputs in results.outputs:
             for row, text in zip(rows, outputs, strict=True):
-                texts[row] = strip_prompt(text, prompts[row])
+                texts[row] = text
         return Generated(texts, results.failures)
 
-    def _generate(self, inputs: dict[str, Any]) -> list[str]:
+    def _generate(self, batch: SubBatch) -> list[str]:
+        """Greedy/beam/sampled continuations of one sub-batch, its prompt removed by token
+        count, decoded without special tokens."""
         torch = self._torch
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        if self.model.dtype != torch.float32:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        kwargs = generation_kwargs(self.config.generation, self.tokenizer)
+        inputs = {k: v.to(self.device) for k, v in batch.inputs.items()}
+        for key, value in inputs.items():  # pixel values follow the weights' dtype
+            if value.is_floating_point() and value.dtype != self.model.dtype:
+                inputs[key] = value.to(self.model.dtype)
+        kwargs = generation_kwargs(self.config.generation, self.model.generation_config,
+                                   self.tokenizer)
         with torch.inference_mode(), autocast_context(self.device, self.config.amp), \
                 quiet_padding_warning():
             ids = self.model.generate(**inputs, **kwargs)
-        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        new = strip_echo(ids, batch.echo)
+        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+
+def checkpoint_class(path: Path, options: dict[str, Any], accepted: set[str],
+                     fallback: str) -> Any:
+    """The transformers class named first in the checkpoint's ``architectures`` that is one of
+    ``accepted`` (a BLIP captioning checkpoint stays ``BlipForConditionalGeneration`` under the
+    VQA adapter, not a VQA head with random weights), else the ``fallback`` Auto class."""
+    import transformers
+
+    try:
+        architectures = transformers.AutoConfig.from_pretrained(path, **options).architectures
+    except (OSError, ValueError):
+        architectures = None
+    for name in architectures or []:
+        if name in accepted and hasattr(transformers, name):
+            return getattr(transformers, name)
+    return getattr(transformers, fallback)
 
 
 class _PaddingWarning(logging.Filter):
+    MESSAGES = ("recommend passing in an `attention_mask`",
+                "The attention mask is not set with a batched input")
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "recommend passing in an `attention_mask`" not in record.getMessage()
+        return not any(message in record.getMessage() for message in self.MESSAGES)
 
 
 @contextmanager
 def quiet_padding_warning() -> Iterator[None]:
     """transformers warns about a missing attention mask when a decoder step sees the pad
-    token; here that only happens to sequences already finished (padded after their EOS,
-    prompts are grouped by length and never padded), which the output drops: not a problem."""
-    logger = logging.getLogger("transformers.modeling_utils")
+    token, or when a batch has no mask and the pad token is the EOS (GPT-2 decoders); here
+    prompts without a mask are grouped by length and never padded, and pads only follow
+    sequences already finished, which the output drops: not a problem."""
+    loggers = [logging.getLogger(f"transformers.{name}")
+               for name in ("modeling_utils", "generation.utils")]
     quiet = _PaddingWarning()
-    logger.addFilter(quiet)
+    for logger in loggers:
+        logger.addFilter(quiet)
     try:
         yield
     finally:
-        logger.removeFilter(quiet)
-
-
-def strip_prompt(text: str, prompt: str | None) -> str:
-    """Models such as BLIP echo the prompt; the caption is what follows it."""
-    if prompt and text.lower().startswith(prompt.strip().lower()):
-        return text[len(prompt.strip()):].strip()
-    return text
+        for logger in loggers:
+            logger.removeFilter(quiet)

@@ -4,7 +4,7 @@ import pytest
 
 from tasks.config import ModelConfig
 from tasks.models import ModelError, load_adapter
-from tasks.models.captioner import strip_prompt
+from tasks.models.prompting import strip_echo
 from tests.helpers import write_dataset
 
 
@@ -55,8 +55,11 @@ def test_dual_encoder_folder_is_not_a_captioner(tiny_clip_dir):
         load_adapter(ModelConfig(kind="captioner", path=str(tiny_clip_dir)))
 
 
-def test_strip_prompt():
-    assert strip_prompt("a picture of a red square", "a picture of") == "a red square"
-    assert strip_prompt("A Picture of x", "a picture of ") == "x"
-    assert strip_prompt("red square", "a picture of") == "red square"
-    assert strip_prompt("red", None) == "red"
+def test_strip_echo_removes_the_prompt_by_token_count():
+    import torch
+
+    ids = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 7, 3, 0]])
+    assert strip_echo(ids, torch.tensor([[5, 6], [5, 6]])).tolist() == [[7, 8, 9], [7, 3, 0]]
+    assert strip_echo(ids, None).tolist() == [[6, 7, 8, 9], [6, 7, 3, 0]]  # a start token
+    with pytest.raises(ModelError, match="did not return the prompt"):
+        strip_echo(ids, torch.tensor([[5, 6], [5, 7]]))

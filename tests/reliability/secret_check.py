@@ -278,7 +278,8 @@ def run_secret_check(tmp: Path, *, own_harness: bool = True,
             os.environ.pop(name, None)
         host = urlsplit(gateway.uri).netloc
         config = {
-            "model": {"path": str(model), "batch_size": 4},
+            "model": {"path": str(model), "batch_size": 4,
+                      "generation": {"max_new_tokens": 32}},
             "dataset": {"path": str(manifest)},
             # not scored by a retrieval run; a URL with credentials goes into the environment
             "metric_options": {"clip_score": {"model": f"http://scorer:{token}@127.0.0.1:9/m"}},

@@ -238,6 +238,7 @@ def test_validation_errors_never_echo_secrets(tmp_path, clean_env):
 def test_flatten_masks_by_whole_segments(tmp_path, clean_env):
     config = build_config(base_config(
         tmp_path, model={"path": str(tmp_path / "m"), "kind": "torch_module",
+                         "generation": {"max_new_tokens": 32},
                          "torch_module": {"module": "pkg.mod:Net",
                                           "init_kwargs": {"api_key": "pl4nted", "tokens": 3}}},
         metric_options={"clip_score": {"api_token": "pl4nted"}}))
@@ -302,6 +303,7 @@ def test_report_config_and_tracking_uri_are_redacted(tmp_path, clean_env):
 
     config = build_config(base_config(
         tmp_path, model={"path": str(tmp_path / "m"), "kind": "torch_module",
+                         "generation": {"max_new_tokens": 32},
                          "torch_module": {"module": "pkg.mod:Net",
                                           "init_kwargs": {"secret": "pl4nted"}}},
         metric_options={"clip_score": {"api_token": "pl4nted"}}))
@@ -309,7 +311,7 @@ def test_report_config_and_tracking_uri_are_redacted(tmp_path, clean_env):
                               rejected_rows=0,
                               load_rejects=lambda: pd.DataFrame())
     inference = SimpleNamespace(model_fingerprint="m", fingerprint="f", code_version="c",
-                                cache_state="miss", runtime={})
+                                cache_state="miss", runtime={}, performance={})
     scores = SimpleNamespace(counts={}, metrics={"x": 1.0}, higher_is_better={"x": True},
                              estimates={}, row_key="item_id", skipped={}, warnings=[])
     run = {"run_name": "r", "mlflow_run_id": "id",

@@ -45,8 +45,8 @@ def test_retrieval_logs_no_other_tasks_or_generation_params(tmp_path):
 def test_captioning_logs_generation(tmp_path):
     params = run_params(config_for(tmp_path, task="captioning",
                                    model={"kind": "captioner", "path": "m"}))
-    assert params["model.generation.max_new_tokens"] == "32"
-    assert params["model.generation.num_beams"] == "1"
+    assert params["model.generation.max_new_tokens"] == "null"  # the checkpoint's
+    assert params["model.generation.question_template"] == "null"
     assert not [k for k in params if k.startswith(TASK_SECTIONS)]
 
 
@@ -111,7 +111,7 @@ def test_tracked_run_logs_applying_params_and_the_whole_config(tmp_path, clean_e
     text = Path(local).read_text()
     stored = yaml.safe_load(text)
     assert stored == redact(config.model_dump(mode="json"))
-    assert stored["model"]["generation"]["max_new_tokens"] == 32
+    assert stored["model"]["generation"]["max_new_tokens"] is None
     assert PLANTED not in text and PLANTED not in json.dumps(run.data.params)
     assert stored["metric_options"]["clip_score"]["api_token"].startswith("${env:")
 

@@ -13,7 +13,7 @@ user's checkpoint. One model does both tasks, trained jointly on the train split
 
 The tokenizer splits on spaces (kept as a ``▁`` prefix, like SentencePiece) and punctuation,
 and its decoder restores the text exactly: a decoded answer reads ``"what color is the
-shape? red"``, which ``strip_prompt`` turns into ``"red"``.
+shape? red"``, from which the adapter removes the prompt by its token count, leaving ``"red"``.
 
 Layout: :mod:`.model` (spec, tokenizer, image processor, model construction), :mod:`.training`
 (data encoding, loss, training loop), :mod:`.evaluation` (metrics through the adapters).
