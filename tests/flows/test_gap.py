@@ -3,7 +3,9 @@ evaluated split's MLflow run."""
 
 from __future__ import annotations
 
+import io
 import json
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -26,8 +28,7 @@ def split_manifest(root: Path, n: int = 12) -> Path:
     return manifest
 
 
-def test_compare_split_logs_every_metric_gap(prefect_harness, tmp_path: Path, tiny_clip_dir,
-                                             capsys):
+def test_compare_split_logs_every_metric_gap(prefect_harness, tmp_path: Path, tiny_clip_dir):
     manifest = split_manifest(tmp_path / "ds")
     config = {"task": "retrieval", "model": {"path": str(tiny_clip_dir)},
               "dataset": {"path": str(manifest), "split": "test"},
@@ -38,8 +39,10 @@ def test_compare_split_logs_every_metric_gap(prefect_harness, tmp_path: Path, ti
               "work_dir": str(tmp_path / "work")}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert main(["run", str(path), "--compare-split", "train"]) == 0
-    printed = capsys.readouterr().out
+    out = io.StringIO()  # not capsys: Prefect's console handler outlives a test's capture
+    with redirect_stdout(out):
+        assert main(["run", str(path), "--compare-split", "train"]) == 0
+    printed = out.getvalue()
     assert "generalisation gap (train - test)" in printed
     client = MlflowClient(config["tracking"]["tracking_uri"])
     runs = client.search_runs([client.get_experiment_by_name("gap").experiment_id])
@@ -55,10 +58,12 @@ def test_compare_split_logs_every_metric_gap(prefect_harness, tmp_path: Path, ti
             <= metrics[f"gap.{key}_ci_high"]
 
 
-def test_compare_split_without_a_split_is_a_config_error(tmp_path: Path, tiny_clip_dir, capsys):
+def test_compare_split_without_a_split_is_a_config_error(tmp_path: Path, tiny_clip_dir):
     manifest = split_manifest(tmp_path / "ds")
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"model": {"path": str(tiny_clip_dir)},
                                     "dataset": {"path": str(manifest)}}))
-    assert main(["run", str(path), "--compare-split", "train"]) == 2
-    assert "--compare-split needs dataset.split" in capsys.readouterr().err
+    err = io.StringIO()
+    with redirect_stderr(err):
+        assert main(["run", str(path), "--compare-split", "train"]) == 2
+    assert "--compare-split needs dataset.split" in err.getvalue()
