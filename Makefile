@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/flow_overhead.py
 	$(BIN)/python benchmarks/caption_metrics.py
 	$(BIN)/python benchmarks/bootstrap.py
+	$(BIN)/python benchmarks/robustness.py
 
 clean:
 	rm -rf .bifocal reports mlflow.db mlartifacts

@@ -37,8 +37,9 @@ HEADLINES = {
     "text_to_image": ["fid", "kid", "precision", "recall", "clip_score"],
     "vqa": ["vqa_accuracy", "vqa_accuracy.answer_type.other", "vqa_accuracy.answer_type.yes_no"],
 }
+SEVERITIES = [1, 3, 5]
 ROBUSTNESS = {"corruptions": ["gaussian_noise", "gaussian_blur", "jpeg", "contrast"],
-              "severities": [1, 3, 5],
+              "severities": SEVERITIES,
               "adversarial": {"attacks": ["fgsm"], "epsilons": [1 / 255, 4 / 255]}}
 BEST_CLIP = "clip-tiny-long"
 OTHER_CLIP = "clip-tiny-short"
@@ -114,7 +115,7 @@ def robustness_lines(result: dict[str, Any]) -> list[str]:
     report = json.loads((Path(result["report"]) / "report.json").read_text())
     robust = report.get("robustness") or {}
     headline = str(robust.get("headline") or report["headline"])
-    severities = [str(s) for s in ROBUSTNESS["severities"]]
+    severities = [str(s) for s in SEVERITIES]
     rows = [[name, *[_value(entry.get("severities", {}).get(s, {}).get(headline))
                      for s in severities],
              _value((entry.get("mean") or {}).get(headline)),
