@@ -357,30 +357,19 @@ PairFn = Callable[[Any], tuple[Any, Any]]  # pixels -> (scores, match logits)
 
 
 def matching_pairs(view: View, config: EvalConfig, items: pd.DataFrame) -> pd.DataFrame | str:
-    """The matching kind's pairs (dataset / seeded random / hard negatives)."""
-    from tasks.kinds.matching.infer import (
-        caption_pairs,
-        dataset_pairs,
-        hard_negatives,
-        random_negatives,
-    )
+    """The matching kind's pairs (dataset / seeded random / hard negatives: mined by the
+    attacked dual encoder itself, else by ``matching.hard_negative_model``), or why not."""
+    from tasks.kinds.matching.infer import hard_negative_miner, make_pairs
 
-    settings = config.matching
-    if settings.negatives == "dataset":
-        return dataset_pairs(items, settings.label_column)
-    if settings.negatives == "random":
-        negatives = random_negatives(items, settings.negatives_per_positive, config.seed)
-        return caption_pairs(items, negatives, "random")
-    if isinstance(view, DualEncoderView):
-        miner = cast(ImageTextEncoder, view.adapter)
-    elif settings.hard_negative_model:
-        miner = cast(ImageTextEncoder, load_adapter(config.model.model_copy(update={
-            "kind": "dual_encoder", "path": settings.hard_negative_model, "revision": None,
-            "torch_module": None})))
-    else:
-        return "hard negatives need a dual encoder: set matching.hard_negative_model"
-    negatives = hard_negatives(items, settings.negatives_per_positive, miner)
-    return caption_pairs(items, negatives, "hard")
+    def miner() -> ImageTextEncoder:
+        if isinstance(view, DualEncoderView):
+            return cast(ImageTextEncoder, view.adapter)
+        return hard_negative_miner(config)
+
+    try:
+        return make_pairs(items, config, miner)
+    except ValueError as error:  # no dual encoder to mine hard negatives with
+        return str(error)
 
 
 def pair_function(view: View, rows: pd.DataFrame) -> PairFn:

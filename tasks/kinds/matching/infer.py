@@ -8,6 +8,7 @@ with the evaluation's device, dtype, batch size and autocast).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -94,24 +95,35 @@ def hard_negatives(items: pd.DataFrame, per_positive: int, miner: ImageTextEncod
     return np.array(out, dtype=object)
 
 
-def build_pairs(run: Inference) -> pd.DataFrame:
-    config, items = run.config, run.items
+def make_pairs(items: pd.DataFrame, config: EvalConfig,
+               miner: Callable[[], ImageTextEncoder]) -> pd.DataFrame:
+    """The pairs ``matching.negatives`` asks for: the dataset's, seeded random negatives, or
+    hard negatives mined by ``miner()`` (called only then)."""
     settings = config.matching
     if settings.negatives == "dataset":
         return dataset_pairs(items, settings.label_column)
     if settings.negatives == "random":
         negatives = random_negatives(items, settings.negatives_per_positive, config.seed)
         return caption_pairs(items, negatives, "random")
-    negatives = hard_negatives(items, settings.negatives_per_positive, _miner(run))
+    negatives = hard_negatives(items, settings.negatives_per_positive, miner())
     return caption_pairs(items, negatives, "hard")
+
+
+def build_pairs(run: Inference) -> pd.DataFrame:
+    return make_pairs(run.items, run.config, lambda: _miner(run))
 
 
 def _miner(run: Inference) -> ImageTextEncoder:
     """The evaluated dual encoder, or ``hard_negative_model`` run with the evaluation's device,
     dtype, batch size and autocast."""
-    config = run.config
-    if config.model.kind == "dual_encoder":
+    if run.config.model.kind == "dual_encoder":
         return run.adapter(ImageTextEncoder)
+    return hard_negative_miner(run.config)
+
+
+def hard_negative_miner(config: EvalConfig) -> ImageTextEncoder:
+    """``matching.hard_negative_model`` loaded as a dual encoder with the evaluation's device,
+    dtype, batch size and autocast."""
     if not config.matching.hard_negative_model:
         raise ValueError("hard negatives need a dual encoder: set matching.hard_negative_model")
     miner = config.model.model_copy(update={
