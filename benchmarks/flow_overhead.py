@@ -14,7 +14,9 @@ times:
 
 Prints both wall times, the overhead ratio flow / bare excluding the one-off Prefect server
 start-up (a) and including it (b), the flow's per-stage timings and the largest absolute
-difference between the two runs' metrics (expected: 0).
+difference between the two runs' metrics and the per-item ranks that differ, both with the
+metric's tie rule (similarities rounded to ``SCORE_DECIMALS`` decimals, ties to the lower index;
+expected: 0), and, for reference, the metric difference on raw float32 similarities.
 
 Run: ``.venv/bin/python benchmarks/flow_overhead.py [--images 1000 --batch-size 64 ...]``.
 """
@@ -157,11 +159,27 @@ def batches(values: list, size: int) -> Iterator[list]:
         yield values[start : start + size]
 
 
-def rank_metrics(images: np.ndarray, texts: np.ndarray, owner: np.ndarray) -> dict[str, float]:
-    """Recall@1/5/10, mean and median rank both ways; ties go to the lower index."""
+@dataclass
+class Ranked:
+    """Metrics and 1-based ranks (i2t per image, t2i per text) of one set of embeddings."""
+
+    metrics: dict[str, float]
+    i2t: np.ndarray
+    t2i: np.ndarray
+
+
+def rank_metrics(images: np.ndarray, texts: np.ndarray, owner: np.ndarray,
+                 rounded: bool = True) -> Ranked:
+    """Recall@1/5/10, mean and median rank both ways from a stable descending sort (ties go to
+    the lower index). ``rounded``: the metric's tie rule, similarities rounded to
+    ``SCORE_DECIMALS`` decimals first (``tasks.metrics.ranking``); otherwise raw float32."""
+    from tasks.metrics.ranking import rounded_scores
+
     images = images / np.linalg.norm(images, axis=1, keepdims=True)
     texts = texts / np.linalg.norm(texts, axis=1, keepdims=True)
     sims = texts @ images.T
+    if rounded:
+        sims = rounded_scores(sims)
     t2i_order = np.argsort(-sims, axis=1, kind="stable")
     t2i = (t2i_order == owner[:, None]).argmax(axis=1) + 1
     i2t_order = np.argsort(-sims.T, axis=1, kind="stable")
@@ -171,12 +189,22 @@ def rank_metrics(images: np.ndarray, texts: np.ndarray, owner: np.ndarray) -> di
         out |= {f"{prefix}_recall_at_{k}": float(np.mean(ranks <= k)) for k in (1, 5, 10)}
         out |= {f"{prefix}_mean_rank": float(np.mean(ranks)),
                 f"{prefix}_median_rank": float(np.median(ranks))}
-    return out
+    return Ranked(out, i2t, t2i)
+
+
+@dataclass
+class Bare:
+    """The bare loop's output: its metrics (the metric's tie rule) and its embeddings."""
+
+    ranked: Ranked
+    images: np.ndarray
+    texts: np.ndarray
+    owner: np.ndarray
 
 
 def bare_loop(model_dir: Path, manifest: Path, batch_size: int,
-              limit: int | None = None) -> dict[str, float]:
-    """The loop a user would write with transformers alone; returns the same metric keys."""
+              limit: int | None = None) -> Bare:
+    """The loop a user would write with transformers alone; the same metric keys."""
     import torch
     from PIL import Image
     from transformers import AutoModel, AutoProcessor
@@ -199,7 +227,8 @@ def bare_loop(model_dir: Path, manifest: Path, batch_size: int,
             tokens = processor.tokenizer(batch, padding=True, truncation=True,
                                          return_tensors="pt")
             text_vectors.append(model.get_text_features(**tokens).pooler_output)
-    return rank_metrics(torch.cat(image_vectors).numpy(), torch.cat(text_vectors).numpy(), owner)
+    images, texts = torch.cat(image_vectors).numpy(), torch.cat(text_vectors).numpy()
+    return Bare(rank_metrics(images, texts, owner), images, texts, owner)
 
 
 # --- the flow ------------------------------------------------------------------------------
@@ -312,13 +341,39 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def print_comparison(bare: dict[str, float], flow: dict[str, float]) -> None:
-    keys = [k for k in bare if k in flow]
+def flow_ranks(result: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The flow's per-sample ranks (report folder): i2t per image, t2i per text."""
+    import pandas as pd
+
+    folder = Path(result["report"])
+    images = pd.read_parquet(folder / "per_sample.parquet", columns=["i2t_rank"])
+    texts = pd.read_parquet(folder / "per_sample_texts.parquet", columns=["t2i_rank"])
+    return images["i2t_rank"].to_numpy(), texts["t2i_rank"].to_numpy()
+
+
+def print_comparison(bare: Bare, flow: dict[str, Any]) -> None:
+    """Flow vs bare with the same tie rule (similarities rounded to ``SCORE_DECIMALS``
+    decimals, ties to the lower index): metrics and per-item ranks, expected identical; and,
+    for reference, bare with raw float32 similarities, where float noise between the two
+    runs' embeddings flips near-ties (a random-weight model has many)."""
+    from tasks.metrics.ranking import SCORE_DECIMALS
+
+    metrics = flow["metrics"]
+    keys = [k for k in bare.ranked.metrics if k in metrics]
     width = max(len(k) for k in keys)
     print(f"  {'metric':<{width}}  {'flow':>9}  {'bare':>9}")
     for key in keys:
-        print(f"  {key:<{width}}  {flow[key]:9.4f}  {bare[key]:9.4f}")
-    print(f"max |metric difference| flow vs bare: {max(abs(flow[k] - bare[k]) for k in keys):.3g}")
+        print(f"  {key:<{width}}  {metrics[key]:9.4f}  {bare.ranked.metrics[key]:9.4f}")
+    same = max(abs(metrics[k] - bare.ranked.metrics[k]) for k in keys)
+    i2t, t2i = flow_ranks(flow)
+    differ = int((i2t != bare.ranked.i2t).sum() + (t2i != bare.ranked.t2i).sum())
+    print(f"max |metric difference| flow vs bare, same tie rule (similarities rounded to "
+          f"{SCORE_DECIMALS} decimals, ties to the lower index): {same:.3g}; per-item ranks "
+          f"that differ: {differ} of {len(i2t) + len(t2i)} (expected: 0 and 0)")
+    raw = rank_metrics(bare.images, bare.texts, bare.owner, rounded=False).metrics
+    print(f"max |metric difference| flow vs bare on raw float32 similarities (no rounding): "
+          f"{max(abs(metrics[k] - raw[k]) for k in keys):.3g} (the old comparison: ties on "
+          "the grid ordered by float noise)")
 
 
 def run(work: Path, args: argparse.Namespace) -> None:
@@ -334,7 +389,7 @@ def run(work: Path, args: argparse.Namespace) -> None:
 
     from flows.evaluate import evaluate
 
-    def bare() -> dict[str, float]:
+    def bare() -> Bare:
         return bare_loop(model_dir, manifest, args.batch_size)
 
     def flow(cache: bool, limit: int | None = None, folder: str = "flow-work") -> Timed:
@@ -375,7 +430,7 @@ def run(work: Path, args: argparse.Namespace) -> None:
           f"(target <= 1.10; cpu-time ratio {best_flow.cpu_s / best_bare.cpu_s:.3f})")
     print(f"(b) overhead ratio flow/bare, including server start-up: "
           f"{(flow_s + startup_s) / bare_s:.3f}")
-    print_comparison(best_bare.value, best_flow.value["metrics"])
+    print_comparison(best_bare.value, best_flow.value)
     print(f"load average at the end: {load_average()}")
 
 

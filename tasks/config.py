@@ -15,7 +15,14 @@ import re
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import to_jsonable_python
 
 from tasks.secrets import externalize_secrets, split_tracking_uri, url_credential_paths
@@ -174,7 +181,11 @@ class ModelConfig(_Strict):
         json_schema_extra={"pattern": DEVICE_PATTERN, "examples": list(DEVICE_EXAMPLES)},
     )
     batch_size: int = Field(64, ge=1, le=65536, description="Inference batch size.")
-    amp: bool = Field(False, description="Run inference under torch.autocast (CUDA: float16).")
+    amp: Literal["off", "fp16", "bf16", "auto"] = Field(
+        "off", description="Mixed precision: inference under torch.autocast with float16 (fp16) "
+        "or bfloat16 (bf16); auto: bf16 on a CUDA GPU that supports it, otherwise off. The "
+        "old true/false still work: true is fp16 on CUDA and bf16 elsewhere, false is off.",
+    )
     trust_remote_code: bool = Field(
         False, description="Allow model code shipped with the checkpoint. Off unless you trust it."
     )
@@ -192,6 +203,22 @@ class ModelConfig(_Strict):
         if not re.fullmatch(DEVICE_PATTERN, value):
             raise ValueError("must be auto, cpu, mps, cuda or cuda:N")
         return value
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _legacy_amp(cls, value: Any, info: ValidationInfo) -> Any:
+        """The old boolean: false is off; true is what it meant before (float16 on CUDA,
+        bfloat16 on any other device; for device auto, whether CUDA is there decides)."""
+        if not isinstance(value, bool):
+            return value
+        if not value:
+            return "off"
+        device = str(info.data.get("device", "auto"))
+        if device == "auto":
+            import torch
+
+            return "fp16" if torch.cuda.is_available() else "bf16"
+        return "fp16" if device.startswith("cuda") else "bf16"
 
 
 
@@ -318,6 +345,20 @@ class InferenceConfig(_Strict):
     cache: bool = Field(True, description="Reuse cached outputs with the same fingerprint.")
     shard_size: int = Field(4096, ge=1, description="Items per inference shard (cache unit).")
     num_workers: int = Field(2, ge=0, le=64, description="Threads decoding images ahead.")
+
+
+class ExecutionConfig(_Strict):
+    engine: Literal["local", "dask"] = Field(
+        "local", description="Where inference shards are computed: local (in the flow's "
+        "process) or dask (Prefect tasks on Dask workers through prefect-dask; each worker "
+        "loads the model once; the cache folder must be shared with the workers).")
+    workers: int = Field(2, ge=1, le=256, description="dask: workers of the LocalCluster "
+                         "started for the run (ignored with an address).")
+    threads_per_worker: int = Field(1, ge=1, le=64, description="dask: shards one worker "
+                                    "computes at once (one model per worker either way).")
+    address: str | None = Field(
+        None, description="dask: an existing Dask scheduler, e.g. tcp://host:8786; when set, "
+        "no LocalCluster is started.")
 
 
 # The robustness registries' names, as the form's choices (tests keep them equal to
@@ -654,6 +695,9 @@ class EvalConfig(_Strict):
     inference: InferenceConfig = Field(
         default_factory=InferenceConfig, description="Inference cache, shards and image "
         "decoding threads.")
+    execution: ExecutionConfig = Field(
+        default_factory=ExecutionConfig, description="Where inference shards run: this "
+        "process (local) or Dask workers (dask).")
     zero_shot: ZeroShotConfig = Field(
         default_factory=ZeroShotConfig, description="Zero-shot classification prompts."
     )

@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.config import EvalConfig
 from tasks.data import load_dataset
 from tasks.data.base import DatasetRef, save_dataset
+from tasks.data.digests import DigestCache
 from tasks.io import is_s3, write_parquet
 from tasks.kinds import InferenceRef, Scores, get_task_kind, kind_code_version
 from tasks.kinds.scoring import bootstrap_settings
@@ -123,8 +124,13 @@ def build_demo_assets(root: str | None, demo_config: Any = None) -> Any:
 
 @task(name="load-data", **HEALING, **STAGE)
 def load_data(config: EvalConfig, run_dir: Path) -> DatasetRef:
-    """Read the dataset, record rejects, write items/rejects tables into the run folder."""
-    return save_dataset(load_dataset(config.dataset), run_dir / "data")
+    """Read the dataset, record rejects, write items/rejects tables into the run folder;
+    images already checked are looked up in the work folder's digest cache."""
+    digests = DigestCache.under(config.work_dir)
+    try:
+        return save_dataset(load_dataset(config.dataset, digests), run_dir / "data")
+    finally:
+        digests.close()
 
 
 @task(name="inference", **STAGE)

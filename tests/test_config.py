@@ -20,9 +20,10 @@ def test_defaults_fill_everything_but_model_and_dataset_paths():
 def test_yaml_with_overrides_parses_values_as_yaml(tmp_path: Path):
     path = tmp_path / "c.yaml"
     path.write_text("model: {path: m}\ndataset: {path: d.jsonl}\n")
-    config = load_config(path, ["model.batch_size=8", "review.size=0", "model.amp=true",
-                                "metric_options.retrieval.ks=[1, 2]"])
-    assert config.model.batch_size == 8 and config.review.size == 0 and config.model.amp is True
+    config = load_config(path, ["model.batch_size=8", "review.size=0", "model.device=cpu",
+                                "model.amp=true", "metric_options.retrieval.ks=[1, 2]"])
+    # YAML true is the boolean, which model.amp still takes (true on CPU: bf16)
+    assert config.model.batch_size == 8 and config.review.size == 0 and config.model.amp == "bf16"
     assert config.metric_options == {"retrieval": {"ks": [1, 2]}}
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import posixpath
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,7 @@ from tasks.data.cells import (
     label_value,
     show,
 )
+from tasks.data.digests import DigestCache, FileKey, file_key
 from tasks.io import (
     MAX_MANIFEST_BYTES,
     FileRefused,
@@ -58,7 +60,7 @@ from tasks.registry import Registry
 
 Source = Callable[[DatasetConfig], "RawTable"]
 SOURCES: Registry[Source] = Registry("data source", package="tasks.data",
-                                     skip=("base", "cells"))
+                                     skip=("base", "cells", "digests"))
 register_source = SOURCES.register
 
 ITEM_COLUMNS = ["item_id", "image", "image_path", "image_sha256", "captions", "label",
@@ -266,8 +268,11 @@ def _item_texts(rows: pd.DataFrame, entry: _Entry, config: DatasetConfig,
     return kept, dropped, label
 
 
-def normalize(raw: RawTable, config: DatasetConfig) -> Dataset:
-    """Items plus recorded rejects; every raw row is accounted for (see the module docstring)."""
+def normalize(raw: RawTable, config: DatasetConfig, digests: DigestCache | None = None
+              ) -> Dataset:
+    """Items plus recorded rejects; every raw row is accounted for (see the module docstring).
+    With ``digests``, images already checked with unchanged files are not read again
+    (``tasks.data.digests``)."""
     cols = config.columns
     rows = raw.rows
     _check_columns(rows, config, raw.source_uri)
@@ -281,7 +286,7 @@ def normalize(raw: RawTable, config: DatasetConfig) -> Dataset:
     renames = _renamed(list(rows.columns), mapped)
     meta_cols = [renames.get(c, c) for c in rows.columns if c not in mapped]
     paths = _resolve_paths(entries, raw.root)
-    hashes = dict(zip(paths, _check_images(list(paths.values())), strict=True))
+    hashes = dict(zip(paths, _check_images(list(paths.values()), digests), strict=True))
     firsts = rows.iloc[[entry.positions[0] for entry in entries]].to_dict(orient="records")
 
     items: list[dict[str, Any]] = []
@@ -356,9 +361,25 @@ def _resolve_paths(entries: list[_Entry], root: Path) -> dict[int, Path]:
     return paths
 
 
-def _check_images(paths: list[Path]) -> list[tuple[str | None, str | None]]:
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(check_image, paths))
+CHECK_WORKERS = max(4, min(16, os.cpu_count() or 1))  # Pillow and hashlib release the GIL
+
+
+def _check_images(paths: list[Path], digests: DigestCache | None = None
+                  ) -> list[tuple[str | None, str | None]]:
+    """``check_image`` of every path, in a thread pool; with ``digests``, a file whose cache
+    entry matches its ``stat`` exactly is not read (its cached sha256 is used), and every
+    newly checked file that did not change while it was read is stored."""
+    keys: list[FileKey | None] = [file_key(path) for path in paths] if digests else []
+    known = digests.lookup(keys) if digests else {}
+    misses = [n for n in range(len(paths)) if n not in known]
+    with ThreadPoolExecutor(max_workers=CHECK_WORKERS) as pool:
+        checked = dict(zip(misses, pool.map(check_image, [paths[n] for n in misses]),
+                           strict=True))
+    if digests:
+        digests.store((key, sha) for n, (sha, _) in checked.items()
+                      if sha is not None and (key := keys[n]) is not None
+                      and file_key(paths[n]) == key)
+    return [(known[n], None) if n in known else checked[n] for n in range(len(paths))]
 
 
 def _row_label(label: Any) -> Any:

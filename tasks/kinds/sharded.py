@@ -17,6 +17,7 @@ labelled, not counted as this run's (``Inference.performance``).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -30,7 +31,7 @@ from tasks.config import EvalConfig
 from tasks.data.base import DatasetRef
 from tasks.kinds.cache import FolderCache
 from tasks.models import fingerprint_model, load_adapter
-from tasks.models.base import ADAPTERS, Adapter, ModelError, resolve_device
+from tasks.models.base import ADAPTERS, Adapter, ModelError, resolve_amp, resolve_device
 from tasks.models.contracts import FAMILY_METHODS, Progress
 from tasks.tracking.fingerprint import inference_fingerprint, stable_hash
 from tasks.tracking.performance import Recorder
@@ -48,10 +49,12 @@ ShardCompute = Callable[[pd.DataFrame, Path], ShardOutput]
 
 
 def model_settings(config: EvalConfig) -> dict[str, Any]:
-    """Settings that change an encoder's outputs (the device type: CPU and CUDA kernels differ)."""
+    """Settings that change an encoder's outputs (the device type: CPU and CUDA kernels differ;
+    the autocast dtype as it runs there, so fp16, bf16 and off never share entries)."""
     model = config.model
-    return {"kind": model.kind, "dtype": model.dtype, "amp": model.amp,
-            "device": resolve_device(model.device).split(":")[0]}
+    device = resolve_device(model.device)
+    return {"kind": model.kind, "dtype": model.dtype, "amp": resolve_amp(device, model.amp),
+            "device": device.split(":")[0]}
 
 
 def generation_settings(config: EvalConfig) -> dict[str, Any]:
@@ -104,6 +107,16 @@ class Inference:
         self._adapter: Adapter | None = None
         self._model_fingerprint: str | None = None
         self.recorder = Recorder()  # the stage starts: the RSS peak is reset here
+        self._on_worker = False  # True in a copy unpickled on a Dask worker (tasks.execution)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a Dask worker gets (tasks.execution): no loaded model, progress bar or
+        recorder; the model fingerprint is computed here first."""
+        self.model_fingerprint  # noqa: B018 - computed once, in the flow's process
+        return self.__dict__ | {"_adapter": None, "progress": None, "recorder": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, recorder=Recorder(), _on_worker=True)
 
     @property
     def model_fingerprint(self) -> str:
@@ -118,12 +131,21 @@ class Inference:
         if not issubclass(ADAPTERS.get(kind), family):
             raise ModelError(f"model.kind {kind!r} cannot run task {self.config.task.value!r}: "
                              f"it has no {FAMILY_METHODS.get(family, family.__name__)}")
+        if self._adapter is None and self._on_worker:  # the model this worker keeps
+            from tasks.execution import worker_adapter
+
+            self._adapter = worker_adapter(
+                stable_hash([self.model_fingerprint, self.config.model.model_dump(mode="json")]),
+                self._load_adapter)
         if self._adapter is None:
-            with self.recorder.loading(resolve_device(self.config.model.device)):
-                self._adapter = load_adapter(self.config.model, list(self.items["image_path"]))
+            self._adapter = self._load_adapter()
         if not isinstance(self._adapter, family):  # e.g. torch_module image-only models
             raise ModelError(f"this {kind} model cannot run task {self.config.task.value!r}")
         return self._adapter
+
+    def _load_adapter(self) -> Adapter:
+        with self.recorder.loading(resolve_device(self.config.model.device)):
+            return load_adapter(self.config.model, list(self.items["image_path"]))
 
     def shards(self, rows: pd.DataFrame, *, task: str, key: Callable[[pd.DataFrame], Any],
                compute: ShardCompute, settings: dict[str, Any] | None = None) -> InferenceRef:
@@ -131,15 +153,32 @@ class Inference:
         settings = model_settings(self.config) if settings is None else settings
         size = self.config.inference.shard_size
         folders, keys, cached = [], [], 0
+        pending: list[Any] | None = [] if self.config.execution.engine == "dask" else None
         for start in range(0, len(rows), size):
             shard = rows.iloc[start : start + size]
             keys.append(self._key(task, stable_hash(key(shard)), settings))
-            folder, hit = self._entry(keys[-1], partial(self._write, shard, compute))
+            folder, hit = self._entry(keys[-1], partial(self._write, shard, compute), pending)
             if hit:
                 self.recorder.carry(json.loads((folder / "meta.json").read_text()))
             folders.append(folder)
             cached += hit
+        if pending:
+            self._run_remote(pending)
         return self._reference(folders, keys, cached, size)
+
+    def _run_remote(self, jobs: list[Any]) -> None:
+        """Compute the shards that missed on Dask workers (tasks.execution); their measurements
+        come back through their meta.json and count as this run's."""
+        from tasks.execution import run_jobs
+        from tasks.tracking.performance import EntryMeasure
+
+        for folder in run_jobs(jobs, self.config.execution):
+            measured = json.loads((folder / "meta.json").read_text()).get("performance", {})
+            self.recorder.entries.append(EntryMeasure(**measured))
+            if measured.get("model_load_s"):
+                self.recorder.model_load_s = ((self.recorder.model_load_s or 0.0)
+                                              + measured["model_load_s"])
+                self.recorder.device = measured.get("device")
 
     def entry(self, task: str, data: Any, write: Callable[[Path], None],
               settings: dict[str, Any] | None = None) -> Path:
@@ -161,10 +200,18 @@ class Inference:
         return inference_fingerprint(task=task, model=self.model_fingerprint, data=data,
                                      settings=settings, code=self.code_version)
 
-    def _entry(self, key: str, write: Callable[[Path], None]) -> tuple[Path, bool]:
+    def _entry(self, key: str, write: Callable[[Path], None],
+               pending: list[Any] | None = None) -> tuple[Path, bool]:
+        """The entry's folder and whether it was cached; a miss is written now, or, with
+        ``pending`` (engine dask), queued there and written later into the same folder."""
         folder = self.cache.get(key) if self.config.inference.cache else None
         if folder is not None:
             return folder, True
+        if pending is not None:
+            from tasks.execution import ShardJob
+
+            pending.append(ShardJob(self.cache, key, write))
+            return self.cache.path(key), False
         return self.cache.put(key, write), False
 
     def _write(self, shard: pd.DataFrame, compute: ShardCompute, folder: Path) -> None:
@@ -173,6 +220,8 @@ class Inference:
         meta = asdict(output) | {"failures": {str(k): v for k, v in output.failures.items()},
                                  "runtime": self._adapter.describe() if self._adapter else {},
                                  "performance": measured.to_json()}
+        if self._on_worker:  # which Dask worker process computed the shard
+            meta["worker"] = {"pid": os.getpid()}
         (folder / "meta.json").write_text(json.dumps(meta, indent=1))
 
     def _write_side(self, write: Callable[[Path], None], folder: Path) -> None:

@@ -3,8 +3,11 @@
 Binary relevance. Image->text (i2t): the query is an image and every one of its captions is
 relevant (``R`` = its number of captions). Text->image (t2i): the query is a text and only its
 own image is relevant (``R = 1``). Rankings are those of ``tasks.metrics.retrieval``: by
-descending cosine similarity, ties broken by index (the lower index ranks first), so a tie is
-resolved as if the lower index were slightly more similar. (scikit-learn's ``ndcg_score`` and
+descending cosine similarity rounded to ``SCORE_DECIMALS`` decimals (``rounded_scores``), ties
+broken by index (the lower index ranks first), so a tie is resolved as if the lower index were
+slightly more similar. The rounding makes rankings invariant to float noise: embeddings computed
+with another batch size, shard size or worker count differ in the last bits (~1e-7), which would
+otherwise flip near-ties. (scikit-learn's ``ndcg_score`` and
 torchmetrics' ``RetrievalNormalizedDCG`` average the gain over tied candidates instead: the
 values agree whenever no tie straddles a relevant item's position.)
 
@@ -30,6 +33,21 @@ without captions) has no value (NaN) and is left out, as for recall.
 from __future__ import annotations
 
 import numpy as np
+
+# Similarities are ranked on a grid of 10**-SCORE_DECIMALS (cosines lie in [-1, 1]).
+SCORE_DECIMALS = 5
+_SCALE = np.float32(10.0**SCORE_DECIMALS)
+
+
+def rounded_scores(scores: np.ndarray, *, inplace: bool = False) -> np.ndarray:
+    """Scores as integers on the ranking grid: ``rint(scores * 10**SCORE_DECIMALS)`` (half to
+    even), in ``scores``' float dtype, so order and ties are those of the scores rounded to
+    ``SCORE_DECIMALS`` decimals. Two scores that differ by float noise (~1e-7) get the same value
+    unless a rounding boundary lies between them (then they differ by one grid step, as the
+    same two scores would in any run). ``inplace`` overwrites ``scores`` (a block one owns)."""
+    out = scores if inplace else None
+    scaled = np.multiply(scores, _SCALE, out=out)
+    return np.rint(scaled, out=scaled)
 
 
 def discounts(depth: int) -> np.ndarray:

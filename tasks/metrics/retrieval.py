@@ -2,8 +2,13 @@
 
 Cosine similarity of L2-normalised embeddings. Image->text (i2t): an image is a hit at k when
 any of its captions is among the k most similar texts. Text->image (t2i): a text is a hit at k
-when its image is among the k most similar images. Ranks are 1-based; ties are broken by index
-(the order a stable descending sort gives), so results are deterministic.
+when its image is among the k most similar images. Ranks are 1-based. Similarities are ranked
+after rounding to ``ranking.SCORE_DECIMALS`` (5) decimals (``ranking.rounded_scores``) and ties
+are broken by index (the order a stable descending sort gives), so results are deterministic and
+do not change with batch size, shard size or worker count: similarities that differ only by
+float noise (~1e-7, what another batch size gives) fall on the same grid point and tie, so the
+lower index wins in every run. (Only a pair straddling a rounding boundary can still differ: a
+chance of about 2 x noise / 1e-5 per near-tie, some 50 times rarer than without the grid.)
 
 Ranking metrics (``tasks.metrics.ranking`` states the definitions): NDCG@k and mAP@k for every
 configured k, and MRR over the full ranking, both ways, with binary relevance (i2t: all of an
@@ -17,8 +22,12 @@ than a candidate is itself a candidate, so the positions are exact, ties include
 bound keeps more than ``CANDIDATES_PER_DEPTH * max(ks)`` candidates uses its exact ``max(ks)``-th
 largest similarity instead.
 
-Memory stays bounded: similarities are computed for ``chunk`` rows at a time and each row's rank
-is a count of strictly better candidates, so no texts x k x images one-hot is ever built.
+Memory stays bounded: similarities are computed for blocks of ``BLOCK_BYTES`` (rows of queries
+at a time) and each row's rank is a count of strictly better candidates, so no texts x k x images
+one-hot and no images x texts matrix is ever built. Memory-mapped embeddings (``np.load(...,
+mmap_mode="r")``) are read in row blocks for the validity check; the normalised copies the
+scoring uses are the size of the inputs (O((images + texts) x d)), and the per-sample outputs
+O(images x max(ks) + texts).
 """
 
 from __future__ import annotations
@@ -69,8 +78,15 @@ class RetrievalInputs:
         if len(texts) and (self.text_to_image.min() < 0 or self.text_to_image.max() >= len(images)):
             raise ValueError(f"text_to_image holds indices outside 0..{len(images) - 1}")
         for name, array in (("image", images), ("text", texts)):
-            if not np.isfinite(array).all():
+            if not _all_finite(array):
                 raise ValueError(f"{name} embeddings contain NaN or infinite values")
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    """``np.isfinite(array).all()`` in row blocks (no full-size mask of a memory-mapped array)."""
+    step = _rows_per_block(array.shape[1])
+    return all(np.isfinite(array[start:start + step]).all()
+               for start in range(0, len(array), step))
 
 
 def _rows_per_block(columns: int) -> int:
@@ -80,13 +96,14 @@ def _rows_per_block(columns: int) -> int:
 def text_to_image_ranks(
     images: np.ndarray, texts: np.ndarray, text_to_image: np.ndarray
 ) -> np.ndarray:
-    """1-based rank of each text's own image among all images (inputs already normalised)."""
+    """1-based rank of each text's own image among all images (inputs already normalised;
+    similarities rounded by ``ranking.rounded_scores``, ties to the lower image index)."""
     ranks = np.empty(len(texts), dtype=np.int64)
     columns = np.arange(len(images))
     step = _rows_per_block(len(images))
     for start in range(0, len(texts), step):
         stop = min(start + step, len(texts))
-        sims = texts[start:stop] @ images.T
+        sims = ranking.rounded_scores(texts[start:stop] @ images.T, inplace=True)
         target = text_to_image[start:stop]
         positive = sims[np.arange(stop - start), target][:, None]
         better = (sims > positive) | ((sims == positive) & (columns[None, :] < target[:, None]))
@@ -117,7 +134,7 @@ def image_to_text_rankings(
         lo, hi = np.searchsorted(owners, [start, stop])
         if lo == hi:
             continue
-        sims = images[start:stop] @ texts.T
+        sims = ranking.rounded_scores(images[start:stop] @ texts.T, inplace=True)
         ranks[start:stop] = _best_caption_ranks(sims, order[lo:hi], owners[lo:hi] - start)
         if depth:
             relevance[start:stop] = top_relevance(sims, text_to_image - start, depth)

@@ -118,15 +118,31 @@ def torch_dtype(name: str) -> Any:
     return None if name == "auto" else getattr(torch, name)
 
 
-def autocast_context(device: str, enabled: bool) -> AbstractContextManager[Any]:
+AMP_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
+
+
+def resolve_amp(device: str, amp: str) -> str:
+    """The autocast setting that runs on ``device``: ``off``, ``fp16`` or ``bf16``. ``auto`` is
+    bf16 on a CUDA device that supports it (``torch.cuda.is_bf16_supported``), else off."""
+    if amp != "auto":
+        return amp
+    import torch
+
+    cuda = device.split(":")[0] == "cuda" and torch.cuda.is_available()
+    return "bf16" if cuda and torch.cuda.is_bf16_supported() else "off"
+
+
+def autocast_context(device: str, amp: str) -> AbstractContextManager[Any]:
+    """``torch.autocast`` on ``device``'s type with the dtype of ``amp`` (``off``, ``fp16``,
+    ``bf16`` or ``auto``: ``resolve_amp``); a no-op context when it is off."""
     import contextlib
 
     import torch
 
-    if not enabled:
+    setting = resolve_amp(device, amp)
+    if setting == "off":
         return contextlib.nullcontext()
-    kind = device.split(":")[0]
-    return torch.autocast(kind, dtype=torch.float16 if kind == "cuda" else torch.bfloat16)
+    return torch.autocast(device.split(":")[0], dtype=getattr(torch, AMP_DTYPES[setting]))
 
 
 @contextmanager

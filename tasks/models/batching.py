@@ -4,10 +4,16 @@ ahead in a small thread pool, run the model on each, capture failures by row, re
 While a performance recorder is active (``tasks.tracking.performance.recording``; Inference
 activates one around every entry it computes) each model call is timed as one batch: two clock
 reads per batch (and one CUDA synchronise per batch on a CUDA device), nothing per item.
+
+CUDA out of memory: a ``run`` that raises ``torch.cuda.OutOfMemoryError`` is retried on the two
+halves of its rows (each prepared again), after ``torch.cuda.empty_cache()``, halving down to one
+row; a single row that still runs out of memory is recorded as failed (``OOM_REASON``) and the
+loop goes on. Only the batch that ran out is split; the next batch is tried at the full size.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -68,18 +74,55 @@ def run_batches(
     workers: int = 2,
 ) -> BatchResults[Out]:
     """Rows ``0..count-1`` in batches: ``prepare(rows)`` in threads ahead of ``run(inputs)``;
-    each ``run`` is timed by the active performance recorder, if any."""
+    each ``run`` is timed by the active performance recorder, if any; a batch that runs out of
+    CUDA memory is split (module docstring)."""
     batches = [list(rows) for rows in chunks(range(count), batch_size)]
-    outputs: list[tuple[list[int], Out]] = []
-    failures: dict[int, str] = {}
-    recorder = active_recorder()
+    results: BatchResults[Out] = BatchResults([], {})
     for rows, prepared in zip(batches, prefetched(batches, prepare, workers), strict=True):
-        failures |= {rows[i]: reason for i, reason in prepared.failures.items()}
-        if prepared.inputs is not None:
-            kept = [rows[i] for i in prepared.kept]
-            output = run(prepared.inputs) if recorder is None else \
-                recorder.call(run, prepared.inputs, len(kept))
-            outputs.append((kept, output))
+        _run_prepared(rows, prepared, prepare, run, results)
         if progress is not None:
             progress(len(rows))
-    return BatchResults(outputs, failures)
+    return results
+
+
+OOM_REASON = "CUDA out of memory at batch size 1"
+
+
+def _run_prepared(rows: list[int], prepared: Prepared[In],
+                  prepare: Callable[[list[int]], Prepared[In]], run: Callable[[In], Out],
+                  results: BatchResults[Out]) -> None:
+    """Run one prepared batch into ``results``; on CUDA out of memory, the halves of ``rows``
+    again (prepared anew), down to one row, which then fails with ``OOM_REASON``."""
+    results.failures.update({rows[i]: reason for i, reason in prepared.failures.items()})
+    if prepared.inputs is None:
+        return
+    kept = [rows[i] for i in prepared.kept]
+    recorder = active_recorder()
+    try:
+        output = run(prepared.inputs) if recorder is None else \
+            recorder.call(run, prepared.inputs, len(kept))
+    except _out_of_memory():
+        pass  # handled below, once the error's traceback (holding the batch) is released
+    else:
+        results.outputs.append((kept, output))
+        return
+    _empty_cuda_cache()
+    if len(kept) == 1:
+        results.failures[kept[0]] = OOM_REASON
+        return
+    half = (len(kept) + 1) // 2
+    for part in (kept[:half], kept[half:]):
+        _run_prepared(part, prepare(part), prepare, run, results)
+
+
+def _out_of_memory() -> type[BaseException] | tuple[()]:
+    """``torch.cuda.OutOfMemoryError`` when torch is loaded (it is, wherever a model runs)."""
+    torch = sys.modules.get("torch")
+    return torch.cuda.OutOfMemoryError if torch is not None else ()
+
+
+def _empty_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -339,10 +339,14 @@ def retrieval_target(view: DualEncoderView, config: EvalConfig, items: pd.DataFr
 
 
 def best_caption_ranks(sims: Any, own: Any) -> Any:
-    """1-based rank of each row's best own column among all columns; ties by lower index (the
-    rule of ``tasks.metrics.retrieval.image_to_text_ranks``)."""
+    """1-based rank of each row's best own column among all columns; similarities rounded to
+    ``SCORE_DECIMALS`` decimals, ties by lower index (the rule of
+    ``tasks.metrics.retrieval.image_to_text_ranks``)."""
     import torch
 
+    from tasks.metrics.ranking import SCORE_DECIMALS
+
+    sims = torch.round(sims * float(10**SCORE_DECIMALS))  # float32 product, half to even
     best = sims.masked_fill(~own, -torch.inf).max(dim=1).values[:, None]
     columns = torch.arange(sims.shape[1], device=sims.device)[None, :]
     best_column = torch.where(own & (sims == best), columns, sims.shape[1]).min(dim=1).values

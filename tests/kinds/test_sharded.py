@@ -117,4 +117,4 @@ def test_the_hard_negative_miner_runs_with_the_evaluation_settings(setup, tmp_pa
     assert isinstance(miner, CountingEncoder)
     (model,) = seen
     assert (model.kind, model.path, model.batch_size, model.dtype, model.amp, model.device) == \
-        ("dual_encoder", "clip-model", 7, "bfloat16", True, "cpu")
+        ("dual_encoder", "clip-model", 7, "bfloat16", "bf16", "cpu")  # amp true on CPU

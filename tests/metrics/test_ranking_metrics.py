@@ -21,6 +21,7 @@ from torchmetrics.retrieval import RetrievalMAP, RetrievalMRR, RetrievalNormaliz
 
 from tasks.metrics import get_metric
 from tasks.metrics import retrieval as module
+from tasks.metrics.ranking import SCORE_DECIMALS
 from tasks.metrics.retrieval import RetrievalInputs
 
 KS = (1, 5, 10)
@@ -42,10 +43,14 @@ def random_case(seed: int, n_images: int, captions: int | None, dim: int = 16,
 
 def similarities(images: np.ndarray, texts: np.ndarray) -> np.ndarray:
     """The similarities the metric ranks: float32 cosine of the normalised rows (images x
-    texts), as a float64 array."""
+    texts) rounded to ``SCORE_DECIMALS`` decimals, as a float64 array, minus a column-index
+    epsilon far below the grid step, so that the references see the metric's order (ties on
+    the grid go to the lower column) as a strict one."""
     a = images / np.linalg.norm(images, axis=1, keepdims=True)
     b = texts / np.linalg.norm(texts, axis=1, keepdims=True)
-    return (a.astype(np.float32) @ b.astype(np.float32).T).astype(np.float64)
+    cosine = a.astype(np.float32) @ b.astype(np.float32).T
+    grid = np.rint(cosine * np.float32(10**SCORE_DECIMALS)).astype(np.float64)  # float32 product
+    return (grid - np.arange(len(b)) / (2 * len(b))) / 10**SCORE_DECIMALS
 
 
 def assert_no_ties(scores: np.ndarray) -> None:
@@ -61,8 +66,9 @@ def run(images, texts, owner, ks=KS):
 def torchmetrics_per_query(scores: np.ndarray, relevant: np.ndarray, k: int
                            ) -> dict[str, np.ndarray]:
     """Per row: torchmetrics' NDCG@k, AP@k and RR, and the relevant items in its top k.
-    Scores are shifted by +2: torchmetrics' AP and RR drop candidates with a score <= 0."""
-    preds = torch.from_numpy(scores + 2.0)
+    Scores are shifted by +2: torchmetrics' AP and RR drop candidates with a score <= 0; they
+    enter as their row order (``strict_order``): torchmetrics computes in float32."""
+    preds = torch.from_numpy(strict_order(scores) + 2.0)
     target = torch.from_numpy(relevant)
     out: dict[str, list[float]] = {"ndcg": [], "ap": [], "rr": [], "found": []}
     for p, t in zip(preds, target, strict=True):
@@ -75,7 +81,7 @@ def torchmetrics_per_query(scores: np.ndarray, relevant: np.ndarray, k: int
 
 def torchmetrics_means(scores: np.ndarray, relevant: np.ndarray, k: int) -> dict[str, float]:
     """The class metrics over all queries (one ``indexes`` group per row)."""
-    preds = torch.from_numpy(scores + 2.0).flatten()
+    preds = torch.from_numpy(strict_order(scores) + 2.0).flatten()
     target = torch.from_numpy(relevant).flatten()
     indexes = torch.arange(scores.shape[0]).repeat_interleave(scores.shape[1])
     out = {}
@@ -161,6 +167,12 @@ def test_full_depth_average_precision_is_scikit_learns():
     full = [ndcg_score((owner == i)[None].astype(int), scores[[i]]) for i in range(20)]
     np.testing.assert_allclose(result.per_sample[f"i2t_ndcg_at_{len(texts)}"], full,
                                atol=1e-6)
+
+
+def strict_order(scores: np.ndarray) -> np.ndarray:
+    """Per row, ``1 - position / columns`` of each column in a stable descending sort: the
+    same order, with steps of ``1 / columns`` that float32 keeps apart."""
+    return 1.0 - stable_positions(scores) / scores.shape[1]
 
 
 def stable_positions(scores: np.ndarray) -> np.ndarray:

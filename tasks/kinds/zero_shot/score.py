@@ -1,4 +1,5 @@
-"""Zero-shot scoring: the image is assigned the class of highest cosine similarity; accuracy,
+"""Zero-shot scoring: the image is assigned the class of highest cosine similarity (rounded to
+``tasks.metrics.ranking.SCORE_DECIMALS`` decimals, ties to the first class); accuracy,
 F1 and the confusion matrix against the labels. The per-sample ``margin`` is the cosine
 similarity of the best class minus that of the second best (the review's ``margin`` strategy
 samples the smallest): similarities, not probabilities, since a softmax needs the model's logit
@@ -26,6 +27,7 @@ from tasks.kinds.scoring import (
 )
 from tasks.kinds.sharded import load_arrays
 from tasks.metrics.classification import ClassificationInputs
+from tasks.metrics.ranking import rounded_scores
 
 
 def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out: Path) -> Scores:
@@ -36,7 +38,8 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
     failures = _label_failures(items["label"], set(names), dict(inference.failures))
     ok = ok_mask(len(items), failures)
     sims = l2_normalize(images[ok]) @ classes.T
-    predicted = [names[i] for i in sims.argmax(axis=1)]
+    # arg-max on the ranking grid (tasks.metrics.ranking): near-ties go to the first class
+    predicted = [names[i] for i in rounded_scores(sims).argmax(axis=1)]
     kept = items[ok]
     inputs = ClassificationInputs(ids=list(kept["item_id"]), labels=list(kept["label"]),
                                   predictions=predicted, scores=sims, class_names=names)

@@ -1,0 +1,144 @@
+"""Where inference shards are computed: in the flow's process (``execution.engine: local``, the
+default; ``tasks.kinds.sharded`` computes them inline) or as Prefect tasks on Dask workers
+(``engine: dask``, prefect-dask's ``DaskTaskRunner``).
+
+Protocol of the dask engine: the flow's process computes every shard's cache key and reads the
+cache as the local path does; only the shards that miss become ``ShardJob``s. The jobs run as
+``compute-shard`` task runs of a small ``infer-shards`` subflow whose task runner is a
+``DaskTaskRunner`` built from the config: a ``LocalCluster`` of ``workers`` processes with
+``threads_per_worker`` threads each, or the existing scheduler at ``address``. A job is pickled
+(cloudpickle) with the kind's ``compute`` closure and the ``Inference`` it closes over, minus
+the loaded adapter, the progress bar and the recorder; on the worker, ``Inference.adapter``
+takes the model from ``worker_adapter``, a per-process cache keyed by the model fingerprint and
+settings, so each worker loads the model once. Each job writes its shard through the shared
+``FolderCache`` (atomic rename), and the flow then reads the shard folders exactly as after
+local inference, so scoring does not know where the shards were computed. The cache folder
+(``work_dir``) must therefore be a path every worker sees.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks.config import ExecutionConfig
+from tasks.kinds.cache import FolderCache
+
+# -- the worker side: one model per worker process ---------------------------------------------
+
+_KEPT: dict[str, Any] = {}  # adapter key -> the adapter this worker process loaded
+_LOCK = threading.Lock()
+
+
+def worker_adapter(key: str, load: Callable[[], Any]) -> Any:
+    """The adapter kept in this process under ``key`` (the model fingerprint and settings), or
+    ``load()``'s, kept. One model at a time: a new key drops the previous one (a long-lived
+    cluster that evaluates many checkpoints would otherwise fill its memory)."""
+    with _LOCK:  # threads_per_worker > 1: one load per process
+        if key not in _KEPT:
+            _KEPT.clear()
+            _KEPT[key] = load()
+        return _KEPT[key]
+
+
+def kept_adapters() -> list[str]:
+    """Keys of the adapters this process keeps (for tests and diagnostics)."""
+    return list(_KEPT)
+
+
+# -- the flow side ------------------------------------------------------------------------------
+
+
+@dataclass
+class ShardJob:
+    """One shard that missed the cache: ``write(folder)`` fills the entry ``key``."""
+
+    cache: FolderCache
+    key: str
+    write: Callable[[Path], None]
+
+
+def task_runner(execution: ExecutionConfig) -> Any:
+    """The ``DaskTaskRunner`` of ``execution``: the scheduler at ``address``, or a
+    ``LocalCluster`` of ``workers`` processes started for the subflow and closed after it."""
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as error:  # pragma: no cover - an install without the extra
+        raise RuntimeError("execution.engine dask needs prefect-dask: "
+                           "pip install -c constraints.txt 'bifocal[dask]'") from error
+    if execution.address:
+        return DaskTaskRunner(address=execution.address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={"n_workers": execution.workers, "processes": True,
+                        "threads_per_worker": execution.threads_per_worker})
+
+
+# Jobs of a running subflow, by batch id: the subflow runs in this process, and passing the
+# jobs (data frames, closures) as flow parameters would make Prefect try to serialize them.
+_BATCHES: dict[str, list[ShardJob]] = {}
+
+
+def compute_shard(job: ShardJob) -> str:
+    """Write one shard into the shared cache (on a Dask worker); its folder."""
+    return str(job.cache.put(job.key, job.write))
+
+
+def infer_shards(batch: str) -> list[str]:
+    """Submit every job of ``batch`` to the subflow's task runner; their folders, in order."""
+    from prefect import task
+
+    shard = task(compute_shard, name="compute-shard", cache_policy=_no_cache(),
+                 persist_result=False)
+    futures = [shard.submit(job) for job in _BATCHES[batch]]
+    return [future.result() for future in futures]
+
+
+def _no_cache() -> Any:
+    from prefect.cache_policies import NO_CACHE
+
+    return NO_CACHE
+
+
+def run_jobs(jobs: list[ShardJob], execution: ExecutionConfig) -> list[Path]:
+    """Compute ``jobs`` on Dask workers through the ``infer-shards`` subflow; the entries'
+    folders, in the jobs' order."""
+    from prefect import flow
+
+    batch = uuid.uuid4().hex
+    _BATCHES[batch] = jobs
+    try:
+        subflow = flow(infer_shards, name="infer-shards", task_runner=task_runner(execution),
+                       validate_parameters=False, persist_result=False)
+        with _shared_api():
+            return [Path(folder) for folder in subflow(batch)]
+    finally:
+        del _BATCHES[batch]
+
+
+@contextmanager
+def _shared_api() -> Iterator[None]:
+    """Without PREFECT_API_URL, Prefect runs a temporary server inside this process's tree,
+    and every Dask worker would start its own: name the running one, so that the settings
+    prefect-dask sends with each task point the workers at it."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server = _temporary_server()
+    if PREFECT_API_URL.value() or server is None:
+        yield
+        return
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        yield
+
+
+def _temporary_server() -> Any:
+    """Prefect's temporary server of this process, when one is running."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer._instances.get(None)
+    return server if server is not None and server.running else None
