@@ -107,10 +107,10 @@ class Inference:
         self._adapter: Adapter | None = None
         self._model_fingerprint: str | None = None
         self.recorder = Recorder()  # the stage starts: the RSS peak is reset here
-        self._on_worker = False  # True in a copy unpickled on a Dask worker (tasks.execution)
+        self._on_worker = False  # True in a copy unpickled on a Dask worker (tasks.kinds.execution)
 
     def __getstate__(self) -> dict[str, Any]:
-        """What a Dask worker gets (tasks.execution): no loaded model, progress bar or
+        """What a Dask worker gets (tasks.kinds.execution): no loaded model, progress bar or
         recorder; the model fingerprint is computed here first."""
         self.model_fingerprint  # noqa: B018 - computed once, in the flow's process
         return self.__dict__ | {"_adapter": None, "progress": None, "recorder": None}
@@ -132,7 +132,7 @@ class Inference:
             raise ModelError(f"model.kind {kind!r} cannot run task {self.config.task.value!r}: "
                              f"it has no {FAMILY_METHODS.get(family, family.__name__)}")
         if self._adapter is None and self._on_worker:  # the model this worker keeps
-            from tasks.execution import worker_adapter
+            from tasks.kinds.execution import worker_adapter
 
             self._adapter = worker_adapter(
                 stable_hash([self.model_fingerprint, self.config.model.model_dump(mode="json")]),
@@ -167,9 +167,9 @@ class Inference:
         return self._reference(folders, keys, cached, size)
 
     def _run_remote(self, jobs: list[Any]) -> None:
-        """Compute the shards that missed on Dask workers (tasks.execution); their measurements
-        come back through their meta.json and count as this run's."""
-        from tasks.execution import run_jobs
+        """Compute the shards that missed on Dask workers (tasks.kinds.execution); their
+        measurements come back through their meta.json and count as this run's."""
+        from tasks.kinds.execution import run_jobs
         from tasks.tracking.performance import EntryMeasure
 
         for folder in run_jobs(jobs, self.config.execution):
@@ -208,7 +208,7 @@ class Inference:
         if folder is not None:
             return folder, True
         if pending is not None:
-            from tasks.execution import ShardJob
+            from tasks.kinds.execution import ShardJob
 
             pending.append(ShardJob(self.cache, key, write))
             return self.cache.path(key), False

@@ -74,7 +74,7 @@ def test_two_dask_workers_give_the_single_process_metrics(prefect_harness, tmp_p
 
 
 def test_a_worker_keeps_one_model_and_loads_it_once():
-    from tasks.execution import kept_adapters, worker_adapter
+    from tasks.kinds.execution import kept_adapters, worker_adapter
 
     loads: list[str] = []
 

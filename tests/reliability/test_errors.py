@@ -206,11 +206,11 @@ def test_load_data_fails_once_on_data_errors_and_retries_network_errors(
     calls: list[str] = []
     planned: list[Exception] = []
 
-    def flaky(dataset_config):
+    def flaky(dataset_config, digests=None):
         calls.append("call")
         if planned:
             raise planned.pop(0)
-        return load_dataset(dataset_config)
+        return load_dataset(dataset_config, digests)
 
     monkeypatch.setattr(steps, "load_dataset", flaky)
     load_fast = steps.load_data.with_options(retry_delay_seconds=0)
