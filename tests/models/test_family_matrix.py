@@ -16,7 +16,8 @@ import yaml
 
 from flows.cli import main
 from tests.helpers import write_dataset
-from tests.models.families import KINDS, Run, render, tested_cells
+from tests.models import families as matrix
+from tests.models.families import KINDS, Run, render
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 START, END = "<!-- compatibility-matrix:start -->", "<!-- compatibility-matrix:end -->"
@@ -61,8 +62,8 @@ def task_sections(kind: str, root: Path) -> dict[str, Any]:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize(("family", "kind", "run"), tested_cells(),
-                         ids=[f"{f}-{k}".replace(" ", "") for f, k, _ in tested_cells()])
+@pytest.mark.parametrize(("family", "kind", "run"), matrix.tested_cells(),
+                         ids=[f"{f}-{k}".replace(" ", "") for f, k, _ in matrix.tested_cells()])
 def test_family_runs_through_bifocal_run(prefect_harness, tmp_path: Path, built, family: str,
                                          kind: str, run: Run,
                                          tmp_path_factory: pytest.TempPathFactory):
@@ -95,9 +96,7 @@ def test_readme_matrix_is_the_tested_table():
 
 
 def test_every_family_states_every_kind():
-    from tests.models.families import families
-
-    for family in families():
+    for family in matrix.families():
         for kind in KINDS:
             status, why = family.status(kind)
             assert kind in family.runs or why, f"{family.name} / {kind}: no reason given"
