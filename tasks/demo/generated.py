@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from PIL import Image
 
 from tasks.demo.benchmark import load_manifest
 from tasks.robustness.corruptions import corrupt, png_bytes
+from tasks.robustness.variants import atomic_write
 
 DEGRADATIONS = (("gaussian_blur", 4), ("jpeg", 5))
 
@@ -28,13 +28,6 @@ class GeneratedSets:
     clean: Path  # manifest of the "generated" images
     degraded: Path  # the same prompts, degraded images
     references: Path  # manifest of the real images
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
 
 
 def _degraded(source: Path) -> bytes:
@@ -61,9 +54,9 @@ def write_generated_sets(dataset_root: Path, limit: int = 300) -> GeneratedSets:
         clean_rows.append({"id": record["id"], "prompt": prompt, "image": record["image"]})
         target = folder / "degraded" / Path(record["image"]).name
         if not target.exists():
-            _write_atomic(target, _degraded(dataset_root / record["image"]))
+            atomic_write(target, _degraded(dataset_root / record["image"]))
         degraded_rows.append({"id": record["id"], "prompt": prompt,
                               "image": str(target.relative_to(dataset_root))})
     for path, rows in ((degraded, degraded_rows), (clean, clean_rows)):
-        _write_atomic(path, "".join(json.dumps(row) + "\n" for row in rows).encode())
+        atomic_write(path, "".join(json.dumps(row) + "\n" for row in rows).encode())
     return sets
