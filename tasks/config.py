@@ -344,7 +344,17 @@ class TextToImageConfig(_Strict):
 class InferenceConfig(_Strict):
     cache: bool = Field(True, description="Reuse cached outputs with the same fingerprint.")
     shard_size: int = Field(4096, ge=1, description="Items per inference shard (cache unit).")
-    num_workers: int = Field(2, ge=0, le=64, description="Threads decoding images ahead.")
+    num_workers: int = Field(2, ge=0, le=64, description="Threads decoding and preprocessing "
+                             "image batches ahead of the model (0: in the model's thread).")
+    compile: bool = Field(False, description="torch.compile the model's modules before "
+                          "inference (pays off on a GPU for long runs; the first batches of "
+                          "each shape compile, which takes minutes on a CPU).")
+    compile_backend: str = Field(
+        "inductor", pattern=r"^[A-Za-z0-9_.\-]+$", description="torch.compile backend: "
+        "inductor, cudagraphs, aot_eager, or eager (traces only: checks the model compiles).")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        "default", description="torch.compile mode (inductor only): reduce-overhead uses CUDA "
+        "graphs; max-autotune searches kernels for longer.")
 
 
 class ExecutionConfig(_Strict):

@@ -50,11 +50,16 @@ ShardCompute = Callable[[pd.DataFrame, Path], ShardOutput]
 
 def model_settings(config: EvalConfig) -> dict[str, Any]:
     """Settings that change an encoder's outputs (the device type: CPU and CUDA kernels differ;
-    the autocast dtype as it runs there, so fp16, bf16 and off never share entries)."""
-    model = config.model
+    the autocast dtype as it runs there, so fp16, bf16 and off never share entries; the
+    torch.compile backend and mode when compiling)."""
+    model, inference = config.model, config.inference
     device = resolve_device(model.device)
-    return {"kind": model.kind, "dtype": model.dtype, "amp": resolve_amp(device, model.amp),
-            "device": device.split(":")[0]}
+    settings: dict[str, Any] = {"kind": model.kind, "dtype": model.dtype,
+                                "amp": resolve_amp(device, model.amp),
+                                "device": device.split(":")[0]}
+    if inference.compile:  # compiled kernels may round differently from eager ones
+        settings["compile"] = [inference.compile_backend, inference.compile_mode]
+    return settings
 
 
 def generation_settings(config: EvalConfig) -> dict[str, Any]:
@@ -135,7 +140,8 @@ class Inference:
             from tasks.kinds.execution import worker_adapter
 
             self._adapter = worker_adapter(
-                stable_hash([self.model_fingerprint, self.config.model.model_dump(mode="json")]),
+                stable_hash([self.model_fingerprint, self.config.model.model_dump(mode="json"),
+                             model_settings(self.config)]),
                 self._load_adapter)
         if self._adapter is None:
             self._adapter = self._load_adapter()
@@ -144,8 +150,12 @@ class Inference:
         return self._adapter
 
     def _load_adapter(self) -> Adapter:
+        settings = self.config.inference
         with self.recorder.loading(resolve_device(self.config.model.device)):
-            return load_adapter(self.config.model, list(self.items["image_path"]))
+            adapter = load_adapter(self.config.model, list(self.items["image_path"]))
+            if settings.compile:
+                adapter.compile(settings.compile_backend, settings.compile_mode)
+            return adapter
 
     def shards(self, rows: pd.DataFrame, *, task: str, key: Callable[[pd.DataFrame], Any],
                compute: ShardCompute, settings: dict[str, Any] | None = None) -> InferenceRef:

@@ -52,7 +52,31 @@ class Adapter:
 
     def describe(self) -> dict[str, str]:
         """Resolved runtime facts worth logging (device, dtype, ...)."""
-        return {"device": self.device, "dtype": _dtype_name(getattr(self, "model", None))}
+        facts = {"device": self.device, "dtype": _dtype_name(getattr(self, "model", None))}
+        compiled = getattr(self, "compiled", None)
+        return facts | ({"compiled": compiled} if compiled else {})
+
+    @property
+    def pin_memory(self) -> bool:
+        """Whether prepared batches go to page-locked memory: on a CUDA device."""
+        return self.device.split(":")[0] == "cuda"
+
+    def compile(self, backend: str, mode: str) -> None:
+        """``torch.compile`` each direct submodule of the model (``nn.Module.compile``: the
+        module's calls go through the compiled graph from then on). Every adapter method reaches
+        the network through those submodules (``get_image_features`` calls the vision tower and
+        its projection, ``generate`` the decoder), so the adapter's own code, the batch loop and
+        the outputs' shapes stay as they are. ``mode`` is passed to inductor only."""
+        model = getattr(self, "model", None)
+        children = list(model.children()) if model is not None else []
+        if not children:
+            raise ModelError(f"{type(self).__name__} has no torch modules to compile")
+        options: dict[str, Any] = {"backend": backend}
+        if backend == "inductor" and mode != "default":
+            options["mode"] = mode
+        for child in children:
+            child.compile(**options)
+        self.compiled = backend + (f" ({mode})" if "mode" in options else "")
 
 
 ADAPTERS: Registry[type[Adapter]] = Registry(

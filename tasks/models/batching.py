@@ -5,6 +5,11 @@ While a performance recorder is active (``tasks.tracking.performance.recording``
 activates one around every entry it computes) each model call is timed as one batch: two clock
 reads per batch (and one CUDA synchronise per batch on a CUDA device), nothing per item.
 
+On a CUDA device (``pin_memory=True``) the prepare threads also copy every tensor of a prepared
+batch into page-locked memory (``pinned``), so that the model thread's copy to the GPU can be
+asynchronous (``non_blocking``, ``encoder_inputs.to_model``) and the next batch's decoding, its
+host-to-device copy and the model overlap, as ``DataLoader(pin_memory=True)`` does.
+
 CUDA out of memory: a ``run`` that raises ``torch.cuda.OutOfMemoryError`` is retried on the two
 halves of its rows (each prepared again), after ``torch.cuda.empty_cache()``, halving down to one
 row; a single row that still runs out of memory is recorded as failed (``OOM_REASON``) and the
@@ -13,9 +18,10 @@ loop goes on. Only the batch that ran out is split; the next batch is tried at t
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -65,6 +71,30 @@ class BatchResults(Generic[Out]):
     failures: dict[int, str]  # row -> reason
 
 
+def pinned(value: Any) -> Any:
+    """``value`` with every torch tensor inside it (mappings, lists, tuples, dataclasses) copied
+    to page-locked memory; other values as they are. Mappings come back as plain dicts."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return value.pin_memory()
+    if isinstance(value, Mapping):
+        return {key: pinned(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(pinned(item) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: pinned(getattr(value, f.name))
+                                             for f in dataclasses.fields(value) if f.init})
+    return value
+
+
+def _pinning(prepare: Callable[[list[int]], Prepared[In]]
+             ) -> Callable[[list[int]], Prepared[In]]:
+    def prepare_pinned(rows: list[int]) -> Prepared[In]:
+        batch = prepare(rows)
+        return dataclasses.replace(batch, inputs=pinned(batch.inputs))
+    return prepare_pinned
+
+
 def run_batches(
     count: int,
     batch_size: int,
@@ -72,12 +102,14 @@ def run_batches(
     run: Callable[[In], Out],
     progress: Callable[[int], Any] | None = None,
     workers: int = 2,
+    pin_memory: bool = False,
 ) -> BatchResults[Out]:
-    """Rows ``0..count-1`` in batches: ``prepare(rows)`` in threads ahead of ``run(inputs)``;
-    each ``run`` is timed by the active performance recorder, if any; a batch that runs out of
-    CUDA memory is split (module docstring)."""
+    """Rows ``0..count-1`` in batches: ``prepare(rows)`` in threads ahead of ``run(inputs)``
+    (its tensors pinned with ``pin_memory``); each ``run`` is timed by the active performance
+    recorder, if any; a batch that runs out of CUDA memory is split (module docstring)."""
     batches = [list(rows) for rows in chunks(range(count), batch_size)]
     results: BatchResults[Out] = BatchResults([], {})
+    prepare = _pinning(prepare) if pin_memory else prepare
     for rows, prepared in zip(batches, prefetched(batches, prepare, workers), strict=True):
         _run_prepared(rows, prepared, prepare, run, results)
         if progress is not None:

@@ -25,6 +25,7 @@ from tasks.models.base import (
 )
 from tasks.models.batching import Prepared, run_batches
 from tasks.models.contracts import Generated, Progress
+from tasks.models.encoder_inputs import to_device
 from tasks.models.processors import load_processor
 from tasks.models.prompting import SubBatch, prompter_for, strip_echo
 
@@ -122,7 +123,7 @@ class CaptionerAdapter(Adapter):
             len(paths), self.config.batch_size,
             lambda rows: self._prepare([paths[i] for i in rows], [prompts[i] for i in rows]),
             lambda batches: [text for batch in batches for text in self._generate(batch)],
-            progress, workers)
+            progress, workers, self.pin_memory)
         texts: list[str | None] = [None] * len(paths)
         for rows, outputs in results.outputs:
             for row, text in zip(rows, outputs, strict=True):
@@ -133,7 +134,7 @@ class CaptionerAdapter(Adapter):
         """Greedy/beam/sampled continuations of one sub-batch, its prompt removed by token
         count, decoded without special tokens."""
         torch = self._torch
-        inputs = {k: v.to(self.device) for k, v in batch.inputs.items()}
+        inputs = {k: to_device(v, self.device) for k, v in batch.inputs.items()}
         for key, value in inputs.items():  # pixel values follow the weights' dtype
             if value.is_floating_point() and value.dtype != self.model.dtype:
                 inputs[key] = value.to(self.model.dtype)

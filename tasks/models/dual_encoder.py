@@ -88,7 +88,7 @@ class DualEncoderAdapter(Adapter):
             len(paths), self.config.batch_size,
             lambda rows: self._prepare_images([paths[i] for i in rows]),
             lambda inputs: self._run("get_image_features", inputs),
-            progress, workers)
+            progress, workers, self.pin_memory)
         return ImageEmbeddings(scatter_rows(len(paths), results.outputs), results.failures)
 
     def encode_texts(self, texts: Sequence[str], progress: Progress | None = None

@@ -31,7 +31,7 @@ from tasks.models.base import (
 )
 from tasks.models.batching import Prepared, chunks, run_batches
 from tasks.models.contracts import ImageEmbeddings, PairScores, Progress
-from tasks.models.encoder_inputs import to_model
+from tasks.models.encoder_inputs import to_device, to_model
 from tasks.models.itc import BLIP2_ITC_REASON, blip_image_features, blip_text_features
 from tasks.models.processors import load_processor
 
@@ -98,7 +98,8 @@ class ITMAdapter(Adapter):
         pairs = list(zip(image_paths, texts, strict=True))
         results = run_batches(len(pairs), self.config.batch_size,
                               lambda rows: self._prepare([pairs[i] for i in rows]),
-                              self._match_probability, progress, workers)
+                              self._match_probability, progress, workers,
+                              self.pin_memory)
         scores = np.full(len(pairs), np.nan)
         for rows, probabilities in results.outputs:
             scores[rows] = probabilities
@@ -111,7 +112,8 @@ class ITMAdapter(Adapter):
         paths = list(paths)
         results = run_batches(len(paths), self.config.batch_size,
                               lambda rows: self._prepare_images([paths[i] for i in rows]),
-                              self._image_features, progress, workers)
+                              self._image_features, progress, workers,
+                              self.pin_memory)
         return ImageEmbeddings(scatter_rows(len(paths), results.outputs), results.failures)
 
     def encode_texts(self, texts: Sequence[str], progress: Progress | None = None
@@ -164,7 +166,7 @@ class ITMAdapter(Adapter):
 
     def _match_probability(self, inputs: dict[str, Any]) -> np.ndarray:
         torch = self._torch
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        inputs = {k: to_device(v, self.device) for k, v in inputs.items()}
         with torch.inference_mode(), autocast_context(self.device, self.config.amp):
             output = self.model(**inputs, **{self.head.flag: True})
         logits = getattr(output, self.head.logits)
