@@ -28,6 +28,12 @@ one-hot and no images x texts matrix is ever built. Memory-mapped embeddings (``
 mmap_mode="r")``) are read in row blocks for the validity check; the normalised copies the
 scoring uses are the size of the inputs (O((images + texts) x d)), and the per-sample outputs
 O(images x max(ks) + texts).
+
+On a GPU (``RetrievalInputs.scoring_device``, which the retrieval kind sets to the model's
+device when that is a CUDA device) the same blocks are scored by ``_similarity_torch``: both
+normalised matrices moved to the device once, float32 similarities (no half precision, no TF32)
+rounded on the same grid, ranks counted on the device and only each row's top candidates moved
+back; the results are those of the numpy path (the float-noise caveat above aside).
 """
 
 from __future__ import annotations
@@ -60,6 +66,8 @@ class RetrievalInputs:
     image_embeddings: np.ndarray  # (n_images, d)
     text_embeddings: np.ndarray  # (n_texts, d)
     text_to_image: np.ndarray  # (n_texts,) image row of each text
+    # torch device that scores the similarities (e.g. "cuda"); None: numpy on the CPU
+    scoring_device: str | None = None
 
     def __post_init__(self) -> None:
         self.text_to_image = np.asarray(self.text_to_image, dtype=np.int64)
@@ -206,13 +214,10 @@ def summarize_ranks(prefix: str, ranks: np.ndarray, ks: tuple[int, ...]) -> dict
 
 
 def retrieval_scores(inputs: RetrievalInputs, ks: tuple[int, ...] = DEFAULT_KS) -> MetricResult:
-    images = l2_normalize(inputs.image_embeddings)
-    texts = l2_normalize(inputs.text_embeddings)
-    t2i = text_to_image_ranks(images, texts, inputs.text_to_image)
-    i2t, relevance = image_to_text_rankings(images, texts, inputs.text_to_image, max(ks))
+    t2i, i2t, relevance = rankings(inputs, max(ks))
     without_text = int((i2t == 0).sum())
     corpus = summarize_ranks("i2t", i2t[i2t > 0], ks) | summarize_ranks("t2i", t2i, ks)
-    extra: dict[str, Any] = {"images": len(images), "texts": len(texts)}
+    extra: dict[str, Any] = {"images": len(i2t), "texts": len(t2i)}
     if without_text:
         extra["warnings"] = [f"{without_text} image(s) have no caption and are left out of i2t"]
     per_image = image_statistics(i2t, t2i, inputs.text_to_image, ks)
@@ -221,6 +226,20 @@ def retrieval_scores(inputs: RetrievalInputs, ks: tuple[int, ...] = DEFAULT_KS) 
     return MetricResult(corpus=corpus,
                         per_sample={"i2t_rank": i2t, "t2i_rank": t2i} | per_image | ranked,
                         extra=extra, estimates=retrieval_estimates(ks) | ranking_estimates(ks))
+
+
+def rankings(inputs: RetrievalInputs, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """t2i ranks, i2t ranks and the i2t relevance of each image's first ``depth`` texts, of
+    the normalised embeddings: with numpy, or on ``inputs.scoring_device`` when it is set."""
+    images = l2_normalize(inputs.image_embeddings)
+    texts = l2_normalize(inputs.text_embeddings)
+    if inputs.scoring_device is not None:
+        from tasks.metrics._similarity_torch import device_rankings
+
+        return device_rankings(images, texts, inputs.text_to_image, depth,
+                               inputs.scoring_device, _rows_per_block)
+    t2i = text_to_image_ranks(images, texts, inputs.text_to_image)
+    return (t2i, *image_to_text_rankings(images, texts, inputs.text_to_image, depth))
 
 
 def ranking_statistics(i2t: np.ndarray, relevance: np.ndarray, t2i: np.ndarray,

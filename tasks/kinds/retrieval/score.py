@@ -4,7 +4,10 @@ similar caption in the gallery (any image's) minus that of the second most simil
 model's top image-to-text pick is (the review's ``margin`` strategy samples the smallest);
 ``top_caption`` is that pick, what a reviewer judges next to the image. ``top_captions`` are the
 ``TOP_TEXTS`` most similar captions (most similar first) and ``top_correct`` whether each is one
-of the image's own captions: what the report's galleries show (empty lists for failed items)."""
+of the image's own captions: what the report's galleries show (empty lists for failed items).
+
+Similarities are scored on the model's device when that is a CUDA device (``scoring_device``;
+``tasks.metrics._similarity_torch``, same results as numpy), otherwise with numpy on the CPU."""
 
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from tasks.kinds.scoring import (
 from tasks.kinds.sharded import load_arrays
 from tasks.kinds.zero_shot.score import top_two_margin
 from tasks.metrics.retrieval import BLOCK_BYTES, RetrievalInputs
+from tasks.models.base import ModelError, resolve_device
 
 TOP_TEXTS = 3  # retrieved captions per image kept for the report
 
@@ -53,7 +57,8 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
     new_index = np.cumsum(ok_items) - 1
     inputs = RetrievalInputs(load_arrays(inference, "image_embeddings")[ok_items],
                              load_arrays(inference, "text_embeddings")[ok_texts],
-                             new_index[text_owner[ok_texts]])
+                             new_index[text_owner[ok_texts]],
+                             scoring_device=scoring_device(config.model.device))
     run = score_metrics("retrieval", inputs, config)
     i2t, t2i = _ranks(run.per_sample, ok_items, ok_texts)
     table = _items_table(items, ok_items, inference.failures, i2t, t2i)
@@ -80,6 +85,18 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
     )
 
 
+def scoring_device(device: str) -> str | None:
+    """The torch device retrieval scoring runs on: the model's device (``auto`` resolved) when
+    it is a CUDA device that is there; None (numpy on the CPU) otherwise."""
+    if device != "auto" and not device.startswith("cuda"):
+        return None  # cpu / mps: no torch import
+    try:
+        resolved = resolve_device(device)
+    except ModelError:  # cuda asked for where there is none (e.g. re-scoring a cached run)
+        return None
+    return resolved if resolved.startswith("cuda") else None
+
+
 def caption_margins(inputs: RetrievalInputs) -> tuple[np.ndarray, np.ndarray]:
     """Per image, the similarity of its most similar text in the gallery minus that of the
     second most similar (NaN with fewer than two texts), and the index of that most similar
@@ -91,10 +108,15 @@ def caption_margins(inputs: RetrievalInputs) -> tuple[np.ndarray, np.ndarray]:
 def caption_ranking(inputs: RetrievalInputs, count: int
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``caption_margins`` plus, per image, the indices of its ``count`` most similar texts
-    (most similar first; ``(images, min(count, texts))``), in one pass over the blocks."""
+    (most similar first; ``(images, min(count, texts))``), in one pass over the blocks (on
+    ``inputs.scoring_device`` when it is set)."""
     images = l2_normalize(inputs.image_embeddings)
     texts = l2_normalize(inputs.text_embeddings)
     step = max(1, BLOCK_BYTES // (4 * max(len(texts), 1)))
+    if inputs.scoring_device is not None:
+        from tasks.metrics._similarity_torch import caption_ranking as device_caption_ranking
+
+        return device_caption_ranking(images, texts, count, step, inputs.scoring_device)
     margins, top, tops = [], [], []
     for start in range(0, len(images), step):
         sims = images[start:start + step] @ texts.T
@@ -108,14 +130,21 @@ def caption_ranking(inputs: RetrievalInputs, count: int
 
 def most_similar(sims: np.ndarray, count: int) -> np.ndarray:
     """Per row, the column indices of the ``count`` largest values, largest first (ties: lower
-    index first); a partial sort, so a large gallery is never fully sorted."""
-    count = min(count, sims.shape[1])
+    index first, also at the cut); a partial sort, so a large gallery is never fully sorted:
+    the candidates are the entries at least the row's ``count``-th largest value."""
+    n = sims.shape[1]
+    count = min(count, n)
+    out = np.zeros((len(sims), count), np.int64)
     if count == 0:
-        return np.zeros((len(sims), 0), np.int64)
-    candidates = np.argpartition(-sims, count - 1, axis=1)[:, :count]
-    values = np.take_along_axis(sims, candidates, axis=1)
-    order = np.lexsort((candidates, -values), axis=1)
-    return np.take_along_axis(candidates, order, axis=1).astype(np.int64)
+        return out
+    kth = np.partition(sims, n - count, axis=1)[:, n - count]
+    rows, cols = np.nonzero(sims >= kth[:, None])
+    order = np.lexsort((cols, -sims[rows, cols], rows))
+    rows, cols = rows[order], cols[order]
+    position = np.arange(len(rows)) - np.searchsorted(rows, rows)  # 0-based, within the row
+    shown = position < count
+    out[rows[shown], position[shown]] = cols[shown]
+    return out
 
 
 def top_caption_columns(table: pd.DataFrame, ok: np.ndarray, captions: np.ndarray,
