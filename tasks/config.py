@@ -358,17 +358,19 @@ class InferenceConfig(_Strict):
 
 
 class ExecutionConfig(_Strict):
-    engine: Literal["local", "dask"] = Field(
+    engine: Literal["local", "dask", "ray"] = Field(
         "local", description="Where inference shards are computed: local (in the flow's "
-        "process) or dask (Prefect tasks on Dask workers through prefect-dask; each worker "
-        "loads the model once; the cache folder must be shared with the workers).")
+        "process), dask (Prefect tasks on Dask workers through prefect-dask) or ray (on Ray "
+        "workers through prefect-ray); each worker loads the model once; the cache folder "
+        "must be shared with the workers.")
     workers: int = Field(2, ge=1, le=256, description="dask: workers of the LocalCluster "
-                         "started for the run (ignored with an address).")
+                         "started for the run; ray: CPUs of the local Ray instance (both "
+                         "ignored with an address).")
     threads_per_worker: int = Field(1, ge=1, le=64, description="dask: shards one worker "
                                     "computes at once (one model per worker either way).")
     address: str | None = Field(
-        None, description="dask: an existing Dask scheduler, e.g. tcp://host:8786; when set, "
-        "no LocalCluster is started.")
+        None, description="An existing cluster: a Dask scheduler (tcp://host:8786) or a Ray "
+        "cluster (ray://host:10001 or auto); when set, no local cluster is started.")
 
 
 # The robustness registries' names, as the form's choices (tests keep them equal to

@@ -1,12 +1,15 @@
 """Where inference shards are computed: in the flow's process (``execution.engine: local``, the
 default; ``tasks.kinds.sharded`` computes them inline) or as Prefect tasks on Dask workers
-(``engine: dask``, prefect-dask's ``DaskTaskRunner``).
+(``engine: dask``, prefect-dask's ``DaskTaskRunner``) or Ray workers (``engine: ray``,
+prefect-ray's ``RayTaskRunner``).
 
-Protocol of the dask engine: the flow's process computes every shard's cache key and reads the
+Protocol of the remote engines: the flow's process computes every shard's cache key and reads the
 cache as the local path does; only the shards that miss become ``ShardJob``s. The jobs run as
-``compute-shard`` task runs of a small ``infer-shards`` subflow whose task runner is a
-``DaskTaskRunner`` built from the config: a ``LocalCluster`` of ``workers`` processes with
-``threads_per_worker`` threads each, or the existing scheduler at ``address``. A job is pickled
+``compute-shard`` task runs of a small ``infer-shards`` subflow whose task runner is built from
+the config: for dask a ``LocalCluster`` of ``workers`` processes with ``threads_per_worker``
+threads each, or the existing scheduler at ``address``; for ray a local Ray instance with
+``workers`` CPUs (one shard per CPU; Ray reuses its worker processes), or the cluster at
+``address``. A job is pickled
 (cloudpickle) with the kind's ``compute`` closure and the ``Inference`` it closes over, minus
 the loaded adapter, the progress bar and the recorder; on the worker, ``Inference.adapter``
 takes the model from ``worker_adapter``, a per-process cache keyed by the model fingerprint and
@@ -64,6 +67,25 @@ class ShardJob:
 
 
 def task_runner(execution: ExecutionConfig) -> Any:
+    """The task runner of ``execution.engine``: ``dask_runner`` or ``ray_runner``."""
+    return ray_runner(execution) if execution.engine == "ray" else dask_runner(execution)
+
+
+def ray_runner(execution: ExecutionConfig) -> Any:
+    """The ``RayTaskRunner`` of ``execution``: the cluster at ``address``, or a local Ray
+    instance of ``workers`` CPUs (no dashboard) started for the subflow and shut down after."""
+    try:
+        from prefect_ray import RayTaskRunner
+    except ImportError as error:  # pragma: no cover - an install without the extra
+        raise RuntimeError("execution.engine ray needs prefect-ray: "
+                           "pip install -c constraints.txt 'bifocal[ray]'") from error
+    if execution.address:
+        return RayTaskRunner(address=execution.address)
+    return RayTaskRunner(init_kwargs={"num_cpus": execution.workers, "include_dashboard": False,
+                                      "log_to_driver": False})
+
+
+def dask_runner(execution: ExecutionConfig) -> Any:
     """The ``DaskTaskRunner`` of ``execution``: the scheduler at ``address``, or a
     ``LocalCluster`` of ``workers`` processes started for the subflow and closed after it."""
     try:
@@ -106,8 +128,8 @@ def _no_cache() -> Any:
 
 
 def run_jobs(jobs: list[ShardJob], execution: ExecutionConfig) -> list[Path]:
-    """Compute ``jobs`` on Dask workers through the ``infer-shards`` subflow; the entries'
-    folders, in the jobs' order."""
+    """Compute ``jobs`` on Dask or Ray workers through the ``infer-shards`` subflow; the
+    entries' folders, in the jobs' order."""
     from prefect import flow
 
     batch = uuid.uuid4().hex
@@ -124,8 +146,8 @@ def run_jobs(jobs: list[ShardJob], execution: ExecutionConfig) -> list[Path]:
 @contextmanager
 def _shared_api() -> Iterator[None]:
     """Without PREFECT_API_URL, Prefect runs a temporary server inside this process's tree,
-    and every Dask worker would start its own: name the running one, so that the settings
-    prefect-dask sends with each task point the workers at it."""
+    and every worker would start its own: name the running one, so that the settings the task
+    runner sends with each task point the workers at it."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     server = _temporary_server()

@@ -163,7 +163,7 @@ class Inference:
         settings = model_settings(self.config) if settings is None else settings
         size = self.config.inference.shard_size
         folders, keys, cached = [], [], 0
-        pending: list[Any] | None = [] if self.config.execution.engine == "dask" else None
+        pending: list[Any] | None = [] if self.config.execution.engine != "local" else None
         for start in range(0, len(rows), size):
             shard = rows.iloc[start : start + size]
             keys.append(self._key(task, stable_hash(key(shard)), settings))
@@ -177,7 +177,7 @@ class Inference:
         return self._reference(folders, keys, cached, size)
 
     def _run_remote(self, jobs: list[Any]) -> None:
-        """Compute the shards that missed on Dask workers (tasks.kinds.execution); their
+        """Compute the shards that missed on Dask or Ray workers (tasks.kinds.execution); their
         measurements come back through their meta.json and count as this run's."""
         from tasks.kinds.execution import run_jobs
         from tasks.tracking.performance import EntryMeasure

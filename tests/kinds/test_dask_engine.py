@@ -26,7 +26,7 @@ def test_execution_defaults_to_the_local_engine(tmp_path: Path):
                                        "address": "tcp://scheduler:8786"}})
     assert dask.execution.workers == 3 and dask.execution.threads_per_worker == 1
     assert dask.execution.address == "tcp://scheduler:8786"
-    for wrong in ({"engine": "ray"}, {"workers": 0}, {"threads": 2}):
+    for wrong in ({"engine": "spark"}, {"workers": 0}, {"threads": 2}):
         with pytest.raises(ValidationError):
             EvalConfig.model_validate({"model": {"path": "m"}, "dataset": {"path": "d"},
                                        "execution": wrong})
