@@ -35,6 +35,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/caption_metrics.py
 	$(BIN)/python benchmarks/bootstrap.py
 	$(BIN)/python benchmarks/robustness.py
+	$(BIN)/python benchmarks/gpu_throughput.py --device auto --model tiny --images 256 --batch-size 32
+	$(BIN)/python benchmarks/engines.py
 
 clean:
 	rm -rf .bifocal reports mlflow.db mlartifacts
