@@ -371,6 +371,10 @@ class ExecutionConfig(_Strict):
     address: str | None = Field(
         None, description="An existing cluster: a Dask scheduler (tcp://host:8786) or a Ray "
         "cluster (ray://host:10001 or auto); when set, no local cluster is started.")
+    gpus: int = Field(0, ge=0, le=64, description="dask / ray: one GPU per shard task. A local "
+                      "cluster gets one worker per GPU, each seeing only its own "
+                      "(CUDA_VISIBLE_DEVICES); with an address, each task asks the cluster for "
+                      "a GPU (Dask resource GPU=1, Ray num_gpus=1). 0: no GPU placement.")
 
 
 # The robustness registries' names, as the form's choices (tests keep them equal to

@@ -9,7 +9,11 @@ cache as the local path does; only the shards that miss become ``ShardJob``s. Th
 the config: for dask a ``LocalCluster`` of ``workers`` processes with ``threads_per_worker``
 threads each, or the existing scheduler at ``address``; for ray a local Ray instance with
 ``workers`` CPUs (one shard per CPU; Ray reuses its worker processes), or the cluster at
-``address``. A job is pickled
+``address``. With ``gpus``, every shard task takes one GPU (``gpu_request``): a local Dask
+cluster has one single-GPU worker per GPU (``gpu_cluster``: ``CUDA_VISIBLE_DEVICES`` per worker
+process and a ``GPU`` resource), a local Ray instance declares ``gpus`` GPUs and Ray sets each
+task's ``CUDA_VISIBLE_DEVICES``; an existing cluster must offer ``GPU`` resources (checked before
+anything is submitted, so a cluster without them is an error, not a wait). A job is pickled
 (cloudpickle) with the kind's ``compute`` closure and the ``Inference`` it closes over, minus
 the loaded adapter, the progress bar and the recorder; on the worker, ``Inference.adapter``
 takes the model from ``worker_adapter``, a per-process cache keyed by the model fingerprint and
@@ -81,8 +85,9 @@ def ray_runner(execution: ExecutionConfig) -> Any:
                            "pip install -c constraints.txt 'bifocal[ray]'") from error
     if execution.address:
         return RayTaskRunner(address=execution.address)
-    return RayTaskRunner(init_kwargs={"num_cpus": execution.workers, "include_dashboard": False,
-                                      "log_to_driver": False})
+    return RayTaskRunner(init_kwargs={
+        "num_cpus": max(execution.workers, execution.gpus), "num_gpus": execution.gpus,
+        "include_dashboard": False, "log_to_driver": False})
 
 
 def dask_runner(execution: ExecutionConfig) -> Any:
@@ -95,15 +100,56 @@ def dask_runner(execution: ExecutionConfig) -> Any:
                            "pip install -c constraints.txt 'bifocal[dask]'") from error
     if execution.address:
         return DaskTaskRunner(address=execution.address)
+    if execution.gpus:
+        return DaskTaskRunner(cluster_class=f"{__name__}.gpu_cluster", cluster_kwargs={
+            "devices": visible_gpus(execution.gpus),
+            "threads_per_worker": execution.threads_per_worker})
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={"n_workers": execution.workers, "processes": True,
                         "threads_per_worker": execution.threads_per_worker})
 
 
-# Jobs of a running subflow, by batch id: the subflow runs in this process, and passing the
-# jobs (data frames, closures) as flow parameters would make Prefect try to serialize them.
-_BATCHES: dict[str, list[ShardJob]] = {}
+def visible_gpus(count: int) -> list[str]:
+    """The first ``count`` GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` entries (its
+    own list when set, else ``0..count-1``); more than CUDA reports here is an error."""
+    import os
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    devices = [d.strip() for d in visible.split(",") if d.strip()] if visible else \
+        [str(n) for n in range(count)]
+    available = len(devices) if visible else _cuda_devices(count)
+    if count > available:
+        raise RuntimeError(f"execution.gpus is {count} but this machine has {available} "
+                           "GPU(s) for the local cluster")
+    return devices[:count]
+
+
+def _cuda_devices(default: int) -> int:
+    """GPUs CUDA reports here; ``default`` without CUDA (a cluster of CPU stand-ins)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else default
+
+
+def gpu_cluster(devices: list[str], threads_per_worker: int = 1, asynchronous: bool = False
+                ) -> Any:
+    """A local Dask cluster with one worker process per GPU in ``devices``: the worker's
+    nanny starts it with ``CUDA_VISIBLE_DEVICES`` set to its GPU alone (so it is ``cuda:0``
+    there) and a ``GPU`` resource of 1, which every shard task asks for."""
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    workers = {f"gpu-{device}": {"cls": Nanny, "options": {
+        "nthreads": threads_per_worker, "resources": {"GPU": 1},
+        "env": {"CUDA_VISIBLE_DEVICES": device}}} for device in devices}
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
+    return SpecCluster(workers=workers, scheduler=scheduler, asynchronous=asynchronous)
+
+
+# Jobs of a running subflow and their execution settings, by batch id: the subflow runs in this
+# process, and passing the jobs (data frames, closures) as flow parameters would make Prefect
+# try to serialize them.
+_BATCHES: dict[str, tuple[list[ShardJob], ExecutionConfig]] = {}
 
 
 def compute_shard(job: ShardJob) -> str:
@@ -117,8 +163,54 @@ def infer_shards(batch: str) -> list[str]:
 
     shard = task(compute_shard, name="compute-shard", cache_policy=_no_cache(),
                  persist_result=False)
-    futures = [shard.submit(job) for job in _BATCHES[batch]]
+    jobs, execution = _BATCHES[batch]
+    with gpu_request(execution):
+        futures = [shard.submit(job) for job in jobs]
     return [future.result() for future in futures]
+
+
+@contextmanager
+def gpu_request(execution: ExecutionConfig) -> Iterator[None]:
+    """Tasks submitted inside ask for one GPU each when ``execution.gpus`` is set: Ray's
+    ``num_gpus=1`` (prefect-ray's ``remote_options``) or Dask's resource ``GPU=1``
+    (``dask.annotate``), after checking that the running cluster has GPU resources."""
+    if not execution.gpus:
+        yield
+        return
+    _require_gpu_resources(execution.engine)
+    if execution.engine == "ray":
+        from prefect_ray.context import remote_options
+
+        with remote_options(num_gpus=1):
+            yield
+        return
+    import dask
+
+    with dask.annotate(resources={"GPU": 1}):
+        yield
+
+
+def _require_gpu_resources(engine: str) -> None:
+    """A task asking for a GPU on a cluster without one would wait forever: refuse instead."""
+    total = _cluster_gpus(engine)
+    if total < 1:
+        raise RuntimeError(
+            f"execution.gpus asks for a GPU per shard, but the {engine} cluster offers none "
+            "(start Dask workers with --resources GPU=1, Ray nodes with --num-gpus)")
+
+
+def _cluster_gpus(engine: str) -> float:
+    """GPU resources of the cluster the running subflow's task runner is connected to."""
+    if engine == "ray":
+        import ray
+
+        return float(ray.cluster_resources().get("GPU", 0))
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    client = context.task_runner.client if context is not None else None
+    workers = client.scheduler_info()["workers"].values() if client is not None else []
+    return float(sum(worker.get("resources", {}).get("GPU", 0) for worker in workers))
 
 
 def _no_cache() -> Any:
@@ -133,7 +225,7 @@ def run_jobs(jobs: list[ShardJob], execution: ExecutionConfig) -> list[Path]:
     from prefect import flow
 
     batch = uuid.uuid4().hex
-    _BATCHES[batch] = jobs
+    _BATCHES[batch] = jobs, execution
     try:
         subflow = flow(infer_shards, name="infer-shards", task_runner=task_runner(execution),
                        validate_parameters=False, persist_result=False)

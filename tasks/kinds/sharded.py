@@ -230,8 +230,9 @@ class Inference:
         meta = asdict(output) | {"failures": {str(k): v for k, v in output.failures.items()},
                                  "runtime": self._adapter.describe() if self._adapter else {},
                                  "performance": measured.to_json()}
-        if self._on_worker:  # which Dask worker process computed the shard
-            meta["worker"] = {"pid": os.getpid()}
+        if self._on_worker:  # which worker process computed the shard, and its GPUs
+            meta["worker"] = {"pid": os.getpid(),
+                              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
         (folder / "meta.json").write_text(json.dumps(meta, indent=1))
 
     def _write_side(self, write: Callable[[Path], None], folder: Path) -> None:

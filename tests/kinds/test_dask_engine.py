@@ -86,3 +86,56 @@ def test_a_worker_keeps_one_model_and_loads_it_once():
     second = worker_adapter("model-b", loader("b"))  # another checkpoint: the first is dropped
     assert second is not first and loads == ["a", "b"] and kept_adapters() == ["model-b"]
     assert worker_adapter("model-a", loader("a")) is not first and loads == ["a", "b", "a"]
+
+
+def test_gpu_workers_see_one_gpu_each(monkeypatch: pytest.MonkeyPatch):
+    import torch
+
+    from tasks.kinds.execution import visible_gpus
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert visible_gpus(2) == ["0", "1"]
+    with pytest.raises(RuntimeError, match="execution.gpus is 3 but this machine has 2"):
+        visible_gpus(3)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4, 6,7")  # the process's own share
+    assert visible_gpus(2) == ["4", "6"]
+    with pytest.raises(RuntimeError, match="has 3 GPU"):
+        visible_gpus(4)
+
+
+@pytest.mark.e2e
+def test_a_local_gpu_cluster_gives_each_worker_its_own_gpu(prefect_harness, tmp_path: Path,
+                                                           tiny_clip_dir: Path):
+    """Two GPU slots on a CPU machine (CUDA_VISIBLE_DEVICES only names them; the model runs
+    on the CPU): every shard runs in a worker that sees exactly one of the two, and the
+    metrics equal the single-process run's."""
+    from flows.evaluate import evaluate
+
+    manifest = write_dataset(tmp_path / "ds", n=12)
+    local = evaluate(_config(tmp_path, manifest, tiny_clip_dir, "local", {}))
+    config = _config(tmp_path, manifest, tiny_clip_dir, "gpus",
+                     {"engine": "dask", "gpus": 2})
+    assert evaluate(config)["metrics"] == local["metrics"]
+    metas = [json.loads(path.read_text())
+             for path in (Path(config.work_dir) / "cache" / "inference").rglob("meta.json")]
+    seen = {meta["worker"]["pid"]: meta["worker"]["cuda_visible_devices"] for meta in metas}
+    assert len(metas) == 3 and set(seen.values()) <= {"0", "1"}
+    assert len(set(seen.values())) == len(seen)  # one GPU per worker process
+
+
+@pytest.mark.e2e
+def test_asking_a_cluster_without_gpus_for_one_is_an_error_not_a_wait(
+        prefect_harness, tmp_path: Path, tiny_clip_dir: Path):
+    from distributed import LocalCluster
+
+    from flows.evaluate import evaluate
+
+    manifest = write_dataset(tmp_path / "ds", n=4)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster:
+        config = _config(tmp_path, manifest, tiny_clip_dir, "no-gpu",
+                         {"engine": "dask", "gpus": 1, "address": cluster.scheduler_address})
+        with pytest.raises(Exception, match="offers none"):
+            evaluate(config)
