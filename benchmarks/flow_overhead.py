@@ -139,14 +139,16 @@ def write_model(folder: Path, setup: Setup) -> Path:
     return folder
 
 
-def prepare(work: Path, setup: Setup) -> tuple[Path, Path]:
-    """Dataset manifest and model folder under ``work``, rebuilt only if the setup changed."""
+def prepare(work: Path, setup: Any, data: Callable[[Path, Any], Any] | None = None,
+            weights: Callable[[Path, Any], Any] | None = None) -> tuple[Path, Path]:
+    """Dataset manifest and model folder under ``work``, rebuilt only if the setup (a
+    dataclass) changed; ``data`` / ``weights`` build them (default: this module's builders)."""
     stamp, manifest, model = work / "setup.json", work / "data" / "data.jsonl", work / "model"
     if stamp.exists() and json.loads(stamp.read_text()) == asdict(setup):
         return manifest, model
     work.mkdir(parents=True, exist_ok=True)
-    write_dataset(manifest.parent, setup)
-    write_model(model, setup)
+    (data or write_dataset)(manifest.parent, setup)
+    (weights or write_model)(model, setup)
     stamp.write_text(json.dumps(asdict(setup)))
     return manifest, model
 

@@ -64,7 +64,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,7 @@ from flow_overhead import (
     prefect_server,
     stage_timings,
 )
+from flow_overhead import prepare as prepare_setup
 
 from flows.settings import apply_defaults
 
@@ -166,14 +167,7 @@ def write_model(folder: Path, setup: Setup) -> int:
 
 def prepare(work: Path, setup: Setup) -> tuple[Path, Path]:
     """Manifest and model folder under ``work``, rebuilt only when the setup changed."""
-    stamp, manifest, model = work / "setup.json", work / "data" / "data.jsonl", work / "model"
-    if stamp.exists() and json.loads(stamp.read_text()) == asdict(setup):
-        return manifest, model
-    work.mkdir(parents=True, exist_ok=True)
-    write_dataset(manifest.parent, setup)
-    write_model(model, setup)
-    stamp.write_text(json.dumps(asdict(setup)))
-    return manifest, model
+    return prepare_setup(work, setup, write_dataset, write_model)
 
 
 # --- timing --------------------------------------------------------------------------------

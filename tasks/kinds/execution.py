@@ -75,14 +75,22 @@ def task_runner(execution: ExecutionConfig) -> Any:
     return ray_runner(execution) if execution.engine == "ray" else dask_runner(execution)
 
 
+def _runner_class(engine: str) -> Any:
+    """``prefect_<engine>``'s task runner class; a clear error without the extra installed."""
+    import importlib
+
+    try:
+        module = importlib.import_module(f"prefect_{engine}")
+    except ImportError as error:  # pragma: no cover - an install without the extra
+        raise RuntimeError(f"execution.engine {engine} needs prefect-{engine}: "
+                           f"pip install -c constraints.txt 'bifocal[{engine}]'") from error
+    return getattr(module, f"{engine.capitalize()}TaskRunner")
+
+
 def ray_runner(execution: ExecutionConfig) -> Any:
     """The ``RayTaskRunner`` of ``execution``: the cluster at ``address``, or a local Ray
     instance of ``workers`` CPUs (no dashboard) started for the subflow and shut down after."""
-    try:
-        from prefect_ray import RayTaskRunner
-    except ImportError as error:  # pragma: no cover - an install without the extra
-        raise RuntimeError("execution.engine ray needs prefect-ray: "
-                           "pip install -c constraints.txt 'bifocal[ray]'") from error
+    RayTaskRunner = _runner_class("ray")
     if execution.address:
         return RayTaskRunner(address=execution.address)
     return RayTaskRunner(init_kwargs={
@@ -93,11 +101,7 @@ def ray_runner(execution: ExecutionConfig) -> Any:
 def dask_runner(execution: ExecutionConfig) -> Any:
     """The ``DaskTaskRunner`` of ``execution``: the scheduler at ``address``, or a
     ``LocalCluster`` of ``workers`` processes started for the subflow and closed after it."""
-    try:
-        from prefect_dask import DaskTaskRunner
-    except ImportError as error:  # pragma: no cover - an install without the extra
-        raise RuntimeError("execution.engine dask needs prefect-dask: "
-                           "pip install -c constraints.txt 'bifocal[dask]'") from error
+    DaskTaskRunner = _runner_class("dask")
     if execution.address:
         return DaskTaskRunner(address=execution.address)
     if execution.gpus:
