@@ -26,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from tasks.tracking.performance import active_recorder
+from tasks.tracking.performance import active_recorder, unrecorded
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -118,6 +118,26 @@ def run_batches(
 
 
 OOM_REASON = "CUDA out of memory at batch size 1"
+
+
+def run_all(count: int, batch_size: int, inputs: Callable[[list[int]], In],
+            run: Callable[[In], Any], progress: Callable[[int], Any] | None = None,
+            pin_memory: bool = False) -> list[Any]:
+    """``run_batches`` for rows that cannot fail to prepare (texts: ``inputs(rows)`` tokenizes
+    them, one batch ahead), each batch halved on CUDA out of memory like images;
+    the outputs in row order; not recorded as batches of the performance recorder. A row
+    that runs out of memory alone is a ``ModelError`` (a text has no failure column; a model
+    that cannot embed one text cannot score the dataset)."""
+    with unrecorded():  # batch latencies are those of the kind's items
+        results = run_batches(count, batch_size,
+                              lambda rows: Prepared(inputs(rows), list(range(len(rows)))),
+                              run, progress, workers=1, pin_memory=pin_memory)
+    if results.failures:
+        from tasks.models.base import ModelError
+
+        row, reason = next(iter(results.failures.items()))
+        raise ModelError(f"text {row} cannot be embedded: {reason}")
+    return [output for _, output in sorted(results.outputs, key=lambda part: part[0][0])]
 
 
 def _run_prepared(rows: list[int], prepared: Prepared[In],

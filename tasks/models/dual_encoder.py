@@ -21,7 +21,7 @@ from tasks.models.base import (
     resolve_model_path,
     torch_dtype,
 )
-from tasks.models.batching import Prepared, chunks, run_batches
+from tasks.models.batching import Prepared, run_all, run_batches
 from tasks.models.contracts import ImageEmbeddings, PairScores, Progress
 from tasks.models.encoder_inputs import (
     encoder_family,
@@ -93,12 +93,12 @@ class DualEncoderAdapter(Adapter):
 
     def encode_texts(self, texts: Sequence[str], progress: Progress | None = None
                      ) -> np.ndarray:
-        outputs = []
-        for batch in chunks(list(texts), self.config.batch_size):
-            tokens = text_inputs(self.tokenizer, batch, self.family, self.max_text_length)
-            outputs.append(self._run("get_text_features", tokens))
-            if progress is not None:
-                progress(len(batch))
+        texts = list(texts)
+        outputs = run_all(
+            len(texts), self.config.batch_size,
+            lambda rows: text_inputs(self.tokenizer, [texts[i] for i in rows], self.family,
+                                     self.max_text_length),
+            lambda tokens: self._run("get_text_features", tokens), progress, self.pin_memory)
         return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
     def score_pairs(self, image_paths: Sequence[str], texts: Sequence[str],

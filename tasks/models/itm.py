@@ -29,7 +29,7 @@ from tasks.models.base import (
     resolve_model_path,
     torch_dtype,
 )
-from tasks.models.batching import Prepared, chunks, run_batches
+from tasks.models.batching import Prepared, run_all, run_batches
 from tasks.models.contracts import ImageEmbeddings, PairScores, Progress
 from tasks.models.encoder_inputs import to_device, to_model
 from tasks.models.itc import BLIP2_ITC_REASON, blip_image_features, blip_text_features
@@ -121,13 +121,13 @@ class ITMAdapter(Adapter):
         """BLIP's ITC text features, one unit row per text (truncated to the text encoder's
         context; padded to the batch's longest under an attention mask)."""
         self._require_embeddings()
-        outputs = []
-        for batch in chunks(list(texts), self.config.batch_size):
-            tokens = self.tokenizer(list(batch), padding=True, truncation=True,
-                                    max_length=self.max_text_length, return_tensors="pt")
-            outputs.append(self._text_features(dict(tokens)))
-            if progress is not None:
-                progress(len(batch))
+        texts = list(texts)
+        outputs = run_all(
+            len(texts), self.config.batch_size,
+            lambda rows: dict(self.tokenizer([texts[i] for i in rows], padding=True,
+                                             truncation=True, max_length=self.max_text_length,
+                                             return_tensors="pt")),
+            self._text_features, progress, self.pin_memory)
         return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
     def count_truncated(self, texts: Sequence[str]) -> int:

@@ -7,9 +7,10 @@ What is measured, and how (nothing is timed per item, nothing slows inference do
   device it synchronises once per batch, before the second read, so the batch's kernels are
   inside its time. The latency of a batch is that model call; the latency of an item is its
   batch's latency divided by the rows the batch computed (p50/p95 over items, each item weighing
-  once). Decoding and preprocessing run ahead in threads and are not in batch latency. Texts a
-  dual encoder embeds in its own loop (``encode_texts``) are not batches of this loop: they are
-  inside the entry's compute time, not in the batch latencies.
+  once). Decoding and preprocessing run ahead in threads and are not in batch latency. Texts an
+  encoder embeds (``encode_texts``, through ``batching.run_all``: the same loop, so the same
+  out-of-memory halving) are not recorded as batches (``unrecorded``): they are inside the
+  entry's compute time, not in the batch latencies.
 * **Entries.** ``tasks.kinds.sharded.Inference`` times every cache entry it computes (a shard,
   or a side entry such as zero-shot class embeddings): wall time of the kind's compute, less any
   model load that happened inside it. Throughput is the rows of the computed shards (items,
@@ -193,6 +194,16 @@ def recording(recorder: Recorder) -> Iterator[Recorder]:
     token = _ACTIVE.set(recorder)
     try:
         yield recorder
+    finally:
+        _ACTIVE.reset(token)
+
+
+@contextmanager
+def unrecorded() -> Iterator[None]:
+    """No recorder inside (texts embedded alongside images stay out of batch latency)."""
+    token = _ACTIVE.set(None)
+    try:
+        yield
     finally:
         _ACTIVE.reset(token)
 

@@ -160,3 +160,55 @@ def test_other_errors_are_not_swallowed(emptied: list[int]):
     with pytest.raises(RuntimeError, match="shape mismatch"):
         run_batches(2, 2, lambda rows: Prepared(rows, list(range(len(rows)))), run, workers=0)
     assert emptied == []
+
+
+# -- texts: the same loop, through run_all ------------------------------------------------------
+
+
+def text_run(limit: int, sizes: list[int]):
+    def run(rows: list[int]) -> np.ndarray:
+        sizes.append(len(rows))
+        if len(rows) > limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return np.asarray(rows, dtype=np.float32)[:, None] * 2
+    return run
+
+
+def test_text_batches_halve_on_out_of_memory_and_keep_their_order(emptied: list[int]):
+    from tasks.models.batching import run_all
+    from tasks.tracking.performance import Recorder, recording
+
+    sizes: list[int] = []
+    ticks: list[int] = []
+    with recording(Recorder()) as recorder:
+        outputs = run_all(11, 8, lambda rows: rows, text_run(3, sizes), ticks.append)
+    np.testing.assert_array_equal(np.concatenate(outputs)[:, 0], np.arange(11) * 2)
+    assert sizes == [8, 4, 2, 2, 4, 2, 2, 3] and ticks == [8, 3] and len(emptied) == 3
+    assert recorder.batch_s == []  # texts stay out of the items' batch latencies
+
+
+def test_a_text_that_does_not_fit_alone_is_a_model_error(emptied: list[int]):
+    from tasks.models.base import ModelError
+    from tasks.models.batching import run_all
+
+    with pytest.raises(ModelError, match="text 0 cannot be embedded: CUDA out of memory"):
+        run_all(2, 2, lambda rows: rows, text_run(0, []))
+
+
+def test_encode_texts_runs_through_the_halving_loop(tiny_clip_dir: Path, emptied: list[int],
+                                                    monkeypatch: pytest.MonkeyPatch):
+    adapter = load_adapter(ModelConfig(path=str(tiny_clip_dir), device="cpu", batch_size=4), [])
+    texts = [f"a photo of {n} red squares" for n in range(6)]
+    expected = adapter.encode_texts(texts)
+    original = adapter._run
+    seen: list[int] = []
+
+    def small_memory(method: str, inputs: dict) -> np.ndarray:
+        seen.append(len(inputs["input_ids"]))
+        if len(inputs["input_ids"]) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return original(method, inputs)
+
+    monkeypatch.setattr(adapter, "_run", small_memory)
+    np.testing.assert_allclose(adapter.encode_texts(texts), expected, rtol=0, atol=1e-6)
+    assert seen == [4, 2, 2, 2]
