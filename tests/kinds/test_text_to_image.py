@@ -232,6 +232,30 @@ def test_rerun_is_a_cache_hit_with_the_same_numbers(tmp_path: Path, sets, tiny_c
     assert changed.cache_state == "partial"
 
 
+def test_a_rerun_reads_no_reference_image_again(tmp_path: Path, sets, tiny_clip_dir: Path,
+                                                monkeypatch: pytest.MonkeyPatch):
+    """The references go through the work folder's digest cache, like the dataset's images:
+    unchanged files are not read (checked and hashed) again; a new one is."""
+    import tasks.data.base as base
+
+    reads: list[str] = []
+    real = base.read_image_file
+    monkeypatch.setattr(base, "read_image_file", lambda path: reads.append(str(path)) or
+                        real(path))
+    config = t2i_config(sets["clean"], sets["references"], tiny_clip_dir, tmp_path / "work")
+    evaluate_plain(config, tmp_path / "a")
+    references = str(sets["references"])
+    first = [path for path in reads if path.startswith(references)]
+    assert len(first) == 16
+    reads.clear()
+    _, again, _ = evaluate_plain(config, tmp_path / "b")
+    assert again.cache_state == "hit" and not any(p.startswith(references) for p in reads)
+    draw(sets["references"] / "extra.png", COLORS["red"], offset=2)
+    evaluate_plain(config, tmp_path / "c")
+    assert [p for p in reads if p.startswith(references)] == [str(sets["references"] /
+                                                               "extra.png")]
+
+
 def test_bad_generated_images_are_rejected_not_fatal(tmp_path: Path, sets,
                                                      tiny_clip_dir: Path):
     folder = sets["clean"].parent

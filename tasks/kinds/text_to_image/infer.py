@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import EvalConfig
+from tasks.data.digests import DigestCache
 from tasks.io import write_parquet
 from tasks.kinds.sharded import Inference, InferenceRef, ShardOutput, model_settings
 from tasks.kinds.text_to_image.inception import InceptionFeatures, weights_digest
@@ -142,7 +143,11 @@ def _references(run: Inference, features: _Features, items: pd.DataFrame) -> Inf
 
 
 def infer(run: Inference) -> InferenceRef:
-    references = load_references(run.config.text_to_image)
+    digests = DigestCache.under(run.config.work_dir)
+    try:
+        references = load_references(run.config.text_to_image, digests)
+    finally:
+        digests.close()
     usable_or_fail(references)
     features = _Features(run)
     generated = _generated(run, features)

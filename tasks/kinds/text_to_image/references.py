@@ -24,6 +24,7 @@ import pandas as pd
 
 from tasks.config import ColumnMapping, DatasetConfig, TextToImageConfig
 from tasks.data.base import SOURCES, DataError, Dataset, RawTable, normalize
+from tasks.data.digests import DigestCache
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 # the reference table's columns (one row per reference row: usable or rejected)
@@ -49,8 +50,9 @@ def _dataset_config(config: TextToImageConfig, folder: bool) -> DatasetConfig:
                                                label=None))
 
 
-def load_references(config: TextToImageConfig) -> Dataset:
-    """The reference images as items (usable images) plus rejects (with reasons)."""
+def load_references(config: TextToImageConfig, digests: DigestCache | None = None) -> Dataset:
+    """The reference images as items (usable images) plus rejects (with reasons); with
+    ``digests``, unchanged images already checked are not read again (as the dataset's)."""
     if not config.references:
         raise DataError("text_to_image.references is not set: give a folder or a manifest of "
                         "reference images")
@@ -70,7 +72,7 @@ def load_references(config: TextToImageConfig) -> Dataset:
         raise DataError(f"reference images {path}: no such folder or manifest file")
     if raw.rows.empty:
         raise DataError(f"reference manifest {raw.source_uri} has no rows")
-    return normalize(raw, dataset_config)
+    return normalize(raw, dataset_config, digests)
 
 
 def reference_table(references: Dataset) -> pd.DataFrame:
