@@ -182,8 +182,9 @@ class ModelConfig(_Strict):
     )
     batch_size: int = Field(64, ge=1, le=65536, description="Inference batch size.")
     amp: Literal["off", "fp16", "bf16", "auto"] = Field(
-        "off", description="Mixed precision: inference under torch.autocast with float16 (fp16) "
-        "or bfloat16 (bf16); auto: bf16 on a CUDA GPU that supports it, otherwise off. The "
+        "auto", description="Mixed precision: inference under torch.autocast with float16 "
+        "(fp16) or bfloat16 (bf16), or off (float32 as the weights are); auto (the default): "
+        "bf16 on a CUDA GPU that supports it, otherwise off (so CPU runs are float32). The "
         "old true/false still work: true is fp16 on CUDA and bf16 elsewhere, false is off.",
     )
     trust_remote_code: bool = Field(

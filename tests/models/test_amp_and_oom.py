@@ -37,7 +37,7 @@ def test_unknown_amp_is_refused_and_the_form_shows_the_choices():
     with pytest.raises(ValidationError, match="amp"):
         ModelConfig(path="m", amp="fp32")
     schema = ModelConfig.model_json_schema()["properties"]["amp"]
-    assert schema["enum"] == ["off", "fp16", "bf16", "auto"] and schema["default"] == "off"
+    assert schema["enum"] == ["off", "fp16", "bf16", "auto"] and schema["default"] == "auto"
 
 
 def test_auto_is_bf16_only_on_a_cuda_gpu_that_supports_it(monkeypatch: pytest.MonkeyPatch):
