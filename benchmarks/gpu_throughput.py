@@ -24,10 +24,10 @@ outside every timed region:
    in the worker (workers are forked anew each pass, as in a user's loop; their
    ``worker_init_fn`` drops Prefect's inherited exit hooks, see ``forget_parent_exit_hooks``);
 4. adapter: the project's ``DualEncoder.encode_images(paths, workers=N)`` (the code the flow's
-   inference runs), at ``--workers`` and at the default ``num_workers`` (2), with the project's
-   performance recorder splitting its time into model calls (H2D copy + model + copy back) and
-   the rest (waiting for prepared batches); texts: the bare tokenizer + ``get_text_features``
-   loop vs ``encode_texts``;
+   inference runs), at ``--workers`` and at the default ``num_workers`` (the CPU count, at
+   most 8), with the project's performance recorder splitting its time into model calls
+   (H2D copy + model + copy back) and the rest (waiting for prepared batches); texts: the bare
+   tokenizer + ``get_text_features`` loop vs ``encode_texts``;
 5. flow (unless ``--no-flow``): ``flows.evaluate.evaluate`` with the inference cache off and
    ``inference.num_workers=--workers``, under a temporary Prefect server (MLflow in a sqlite file
    in the work folder); it embeds images and captions, so it is compared in items (an image
@@ -82,13 +82,14 @@ from flow_overhead import (
 from flow_overhead import prepare as prepare_setup
 
 from flows.settings import apply_defaults
+from tasks.config import InferenceConfig
 
 IMAGE_SIZE = 224
 MAX_TEXT_LENGTH = 77
 FLOW_WARMUP_ITEMS = 16
 BARE_IMAGES = "bare images (1 decode thread)"
 BARE_STAGED = "bare images, staged (sync per stage)"
-DEFAULT_NUM_WORKERS = 2  # InferenceConfig.num_workers' default
+DEFAULT_NUM_WORKERS = InferenceConfig().loader_threads()  # num_workers' default here
 LAYOUTS = {  # CLIP layouts: vision/text width, layers, heads; shared projection width
     "b32": dict(v_hidden=768, v_layers=12, v_heads=12, t_hidden=512, t_layers=12, t_heads=8,
                 projection=512),

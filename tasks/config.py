@@ -11,6 +11,7 @@ and flattening for MLflow are in ``tasks.config_io``.
 
 from __future__ import annotations
 
+import os
 import re
 from enum import StrEnum
 from typing import Any, Literal
@@ -345,8 +346,10 @@ class TextToImageConfig(_Strict):
 class InferenceConfig(_Strict):
     cache: bool = Field(True, description="Reuse cached outputs with the same fingerprint.")
     shard_size: int = Field(4096, ge=1, description="Items per inference shard (cache unit).")
-    num_workers: int = Field(2, ge=0, le=64, description="Threads decoding and preprocessing "
-                             "image batches ahead of the model (0: in the model's thread).")
+    num_workers: int | None = Field(
+        None, ge=0, le=64, description="Threads decoding and preprocessing image batches "
+        "ahead of the model; null (default): the CPU count, at most 8; 0: in the model's "
+        "thread.")
     compile: bool = Field(False, description="torch.compile the model's modules before "
                           "inference (pays off on a GPU for long runs; the first batches of "
                           "each shape compile, which takes minutes on a CPU).")
@@ -356,6 +359,16 @@ class InferenceConfig(_Strict):
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
         "default", description="torch.compile mode (inductor only): reduce-overhead uses CUDA "
         "graphs; max-autotune searches kernels for longer.")
+
+
+    def loader_threads(self) -> int:
+        """``num_workers``, or for null the CPU count, at most ``AUTO_LOADER_THREADS``."""
+        if self.num_workers is not None:
+            return self.num_workers
+        return min(AUTO_LOADER_THREADS, os.cpu_count() or 1)
+
+
+AUTO_LOADER_THREADS = 8  # each thread holds one prepared batch (pinned on CUDA)
 
 
 class ExecutionConfig(_Strict):

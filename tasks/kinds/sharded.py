@@ -106,7 +106,7 @@ class Inference:
         self.config = config
         self.items = dataset.load_items()
         self.progress = progress
-        self.workers = config.inference.num_workers
+        self.workers = config.inference.loader_threads()
         self.cache = FolderCache(cache_root)
         self.code_version = code_version
         self._adapter: Adapter | None = None

@@ -225,7 +225,7 @@ def variant_data(variant: Variant, dataset: DatasetRef, config: EvalConfig, fold
     if variant.corruption is not None and variant.severity is not None:
         store = image_store(cache_root, variant.corruption, variant.severity, settings.seed)
         items, counts = corrupted_items(items, variant.corruption, variant.severity,
-                                        settings.seed, store, config.inference.num_workers)
+                                        settings.seed, store, config.inference.loader_threads())
     elif variant.text is not None:
         items, config = perturbed_inputs(items, config, variant.text)
     return VariantData(save_items(dataset, items, folder), config, counts)

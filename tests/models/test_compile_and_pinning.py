@@ -175,3 +175,16 @@ def test_pinned_batches_on_cuda_give_the_unpinned_embeddings(tiny_clip_dir: Path
     with_pinning = adapter.encode_images(paths).vectors
     monkeypatch.setattr(type(adapter), "pin_memory", property(lambda self: False))
     np.testing.assert_array_equal(with_pinning, adapter.encode_images(paths).vectors)
+
+
+# -- loader threads -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("given", "cpus", "threads"), [
+    (None, 2, 2), (None, 32, 8), (None, None, 1), (0, 32, 0), (12, 2, 12)])
+def test_loader_threads_default_to_the_cpu_count_at_most_eight(
+        monkeypatch: pytest.MonkeyPatch, given: int | None, cpus: int | None, threads: int):
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    assert InferenceConfig(num_workers=given).loader_threads() == threads
