@@ -260,10 +260,29 @@ class Inference:
             runtime=runtime)
 
 
-def load_arrays(inference: InferenceRef, name: str) -> np.ndarray:
-    """One array per shard (``name``.npy), concatenated in row order."""
-    return np.concatenate([np.load(Path(folder) / f"{name}.npy")
-                           for folder in inference.shard_folders])
+def load_arrays(inference: InferenceRef, name: str, keep: np.ndarray | None = None
+                ) -> np.ndarray:
+    """One array per shard (``name``.npy), in row order; with ``keep`` (a boolean mask over
+    all rows) only those rows. The shards are memory-mapped and the rows copied once into the
+    result, so memory holds the result and never a second full copy."""
+    parts = [_mapped(Path(folder) / f"{name}.npy") for folder in inference.shard_folders]
+    masks = np.split(np.ones(sum(map(len, parts)), bool) if keep is None else np.asarray(keep),
+                     np.cumsum([len(part) for part in parts])[:-1])
+    out = np.empty((sum(int(m.sum()) for m in masks), *parts[0].shape[1:]), parts[0].dtype)
+    start = 0
+    for part, mask in zip(parts, masks, strict=True):
+        rows = int(mask.sum())
+        out[start:start + rows] = part[mask] if rows < len(part) else part
+        start += rows
+    return out
+
+
+def _mapped(path: Path) -> np.ndarray:
+    """``path`` memory-mapped read-only (an array without elements cannot be mapped: read)."""
+    try:
+        return np.load(path, mmap_mode="r")
+    except ValueError:
+        return np.load(path)
 
 
 def load_texts(inference: InferenceRef, name: str = "texts") -> list[str | None]:

@@ -118,3 +118,25 @@ def test_the_hard_negative_miner_runs_with_the_evaluation_settings(setup, tmp_pa
     (model,) = seen
     assert (model.kind, model.path, model.batch_size, model.dtype, model.amp, model.device) == \
         ("dual_encoder", "clip-model", 7, "bfloat16", "bf16", "cpu")  # amp true on CPU
+
+
+def test_load_arrays_maps_the_shards_and_copies_the_kept_rows_once(tmp_path: Path):
+    from tasks.kinds.sharded import InferenceRef, load_arrays
+
+    rng = np.random.default_rng(0)
+    shards = [rng.standard_normal((rows, 3)).astype(np.float32) for rows in (4, 1, 5)]
+    folders = []
+    for n, array in enumerate(shards):
+        (tmp_path / str(n)).mkdir()
+        np.save(tmp_path / str(n) / "e.npy", array)
+        np.save(tmp_path / str(n) / "none.npy", np.zeros((len(array), 0), np.float32))
+        folders.append(str(tmp_path / str(n)))
+    ref = InferenceRef("f", folders, 0, "m", "c")
+    whole = np.concatenate(shards)
+    keep = rng.random(len(whole)) < 0.5
+    keep[4] = False  # the one-row shard contributes nothing
+    for mask, expected in ((None, whole), (keep, whole[keep])):
+        got = load_arrays(ref, "e", mask)
+        np.testing.assert_array_equal(got, expected)
+        assert type(got) is np.ndarray and got.flags.owndata and got.dtype == np.float32
+    assert load_arrays(ref, "none", keep).shape == (int(keep.sum()), 0)

@@ -55,8 +55,8 @@ def score(dataset: DatasetRef, inference: InferenceRef, config: EvalConfig, out:
     ok_texts = ok_items[text_owner]
     # Rows of failed items leave the ranking; indices are remapped to the kept rows.
     new_index = np.cumsum(ok_items) - 1
-    inputs = RetrievalInputs(load_arrays(inference, "image_embeddings")[ok_items],
-                             load_arrays(inference, "text_embeddings")[ok_texts],
+    inputs = RetrievalInputs(load_arrays(inference, "image_embeddings", ok_items),
+                             load_arrays(inference, "text_embeddings", ok_texts),
                              new_index[text_owner[ok_texts]],
                              scoring_device=scoring_device(config.model.device))
     run = score_metrics("retrieval", inputs, config)

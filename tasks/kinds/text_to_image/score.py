@@ -76,11 +76,11 @@ def _inputs(inference: TextToImageRef, config: EvalConfig, ok: np.ndarray,
     """The scored rows' features (normalised when configured) and embeddings."""
     settings = config.text_to_image
     assert inference.references is not None
-    images = load_arrays(inference, "image_embeddings")[ok]
-    prompts = load_arrays(inference, "prompt_embeddings")[ok]
-    generated = load_arrays(inference, "inception_features")[ok] \
+    images = load_arrays(inference, "image_embeddings", ok)
+    prompts = load_arrays(inference, "prompt_embeddings", ok)
+    generated = load_arrays(inference, "inception_features", ok) \
         if settings.features == "inception" else images
-    reference = load_arrays(inference.references, "features")[reference_ok]
+    reference = load_arrays(inference.references, "features", reference_ok)
     if settings.normalize_features:
         generated, reference = (l2_normalize(generated, np.float64),
                                 l2_normalize(reference, np.float64))
